@@ -1,0 +1,126 @@
+"""Typed settings: the model's dimensions, the memory, and inference.
+
+All configs are frozen dataclasses: they are data, never mutated by the code that receives them.
+Use :func:`dataclasses.replace` to derive a variant.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+
+class Precision(enum.Enum):
+    """Numeric precision of the networks at inference (memory reading always runs in fp32)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[
+            self
+        ]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Dimensions of the XMem network (read from a checkpoint by :func:`xmem.load_model`).
+
+    ``single_object`` models (stage-0 checkpoints) take 4 input channels in the value encoder; they are
+    loaded into the 5-channel multi-object layout with a zero channel appended, so a constructed network
+    is always multi-object.
+    """
+
+    key_dim: int = 64
+    value_dim: int = 512
+    hidden_dim: int = 64
+
+    def __post_init__(self) -> None:
+        if self.key_dim <= 0 or self.value_dim <= 0 or self.hidden_dim < 0:
+            raise ValueError(f"invalid model dimensions: {self}")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """The memory design of the paper, with its defaults (Section 4 and REFERENCE.md §4)."""
+
+    mem_every: int = 5
+    top_k: int = 30
+    min_working_frames: int = 5
+    max_working_frames: int = 10
+    num_prototypes: int = 128
+    max_long_term_elements: int = 10000
+    long_term: bool = True
+    count_long_term_usage: bool = True
+    deep_update: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mem_every < 1:
+            raise ValueError(f"mem_every must be >= 1, got {self.mem_every}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not 1 <= self.min_working_frames < self.max_working_frames:
+            raise ValueError(
+                "need 1 <= min_working_frames < max_working_frames, got "
+                f"{self.min_working_frames} and {self.max_working_frames}"
+            )
+        if self.num_prototypes < 1:
+            raise ValueError(f"num_prototypes must be >= 1, got {self.num_prototypes}")
+        if self.max_long_term_elements < self.num_prototypes:
+            raise ValueError(
+                f"max_long_term_elements ({self.max_long_term_elements}) must be at least "
+                f"num_prototypes ({self.num_prototypes})"
+            )
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a video is processed.
+
+    ``size`` is the length of the shorter side frames are resized to before processing (-1 keeps the
+    input size); outputs are always returned at the input size. ``device`` is ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"``, ``"mps"`` or ``"auto"`` (CUDA, then MPS, then CPU).
+    """
+
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    size: int = 480
+    precision: Precision = Precision.FP32
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.size != -1 and self.size < 16:
+            raise ValueError(f"size must be -1 or at least 16, got {self.size}")
+        if not isinstance(self.precision, Precision):
+            raise TypeError(f"precision must be a Precision, got {self.precision!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn ``"auto"`` / ``"cpu"`` / ``"cuda[:N]"`` / ``"mps"`` into an available :class:`torch.device`.
+
+    Raises ``ValueError`` with a clear message when the device is not available here.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {name!r} (use cpu, cuda, cuda:N, mps or auto)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} is not available: no CUDA GPU visible to torch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} is not available: {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {name!r} is not available: MPS is not supported on this machine")
+    elif device.type != "cpu":
+        raise ValueError(f"unsupported device {name!r} (use cpu, cuda, cuda:N, mps or auto)")
+    return device

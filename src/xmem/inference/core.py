@@ -1,0 +1,201 @@
+"""The per-frame engine: decides what to memorise, segment and update on each frame (REFERENCE.md §3b)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from xmem.config import InferenceConfig, Precision, resolve_device
+from xmem.inference.preprocess import (
+    image_to_tensor,
+    normalize,
+    pad_to_multiple,
+    processing_size,
+    resize_image,
+    resize_index_mask,
+    resize_probabilities,
+    unpad,
+)
+from xmem.memory.manager import MemoryManager
+from xmem.model.modules import aggregate
+from xmem.model.network import XMem
+
+MaskLike = np.ndarray | torch.Tensor
+
+
+def prepare_network(network: XMem, device: torch.device, precision: Precision) -> XMem:
+    """Move ``network`` (in place, as ``Module.to`` does) to the device, dtype and memory layout used for
+    inference, in eval mode."""
+    network = network.eval().to(device=device, dtype=precision.dtype)
+    if device.type != "mps":
+        network = network.to(memory_format=torch.channels_last)
+    return network
+
+
+class InferenceCore:
+    """Segments one video frame by frame with XMem's three memory stores.
+
+    >>> core = InferenceCore(network, InferenceConfig(size=-1, device="cpu"))
+    >>> prob = core.step(frame0, mask=index_mask)      # (N+1)×H×W, background first
+    >>> prob = core.step(frame1)                        # propagated
+    >>> core.objects                                    # object ids, in the order of prob[1:]
+
+    ``step`` takes an RGB frame (H×W×3 uint8 or 3×H×W float in [0, 1]) and optionally a mask that
+    defines some objects on this frame: an H×W index mask (object ids; ``objects`` says which ids it
+    defines, by default those present), or a K×H×W float tensor of probabilities for the K ids in
+    ``objects``. New ids are added; given objects override the prediction in their area; objects the mask
+    does not define keep their prediction. ``end=True`` marks the last frame (never memorised).
+    """
+
+    def __init__(self, network: XMem, config: InferenceConfig | None = None) -> None:
+        self.config = config or InferenceConfig()
+        self.device = resolve_device(self.config.device)
+        self.network = prepare_network(network, self.device, self.config.precision)
+        self.dtype = self.config.precision.dtype
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the video: memory, objects and frame count."""
+        self.memory = MemoryManager(self.config.memory, self.network.config.hidden_dim)
+        self.objects: list[int] = []
+        self.frame_index = -1  # index of the last frame processed (0 = the first frame with a mask)
+        self.last_memory_index = 0
+
+    def remove_object(self, obj_id: int) -> None:
+        """Stop tracking an object: its memory (all stores) and its id are dropped."""
+        self.remove_objects([obj_id])
+
+    def remove_objects(self, obj_ids: Sequence[int]) -> None:
+        gone = [o for o in obj_ids if o in self.objects]
+        if not gone:
+            return
+        self.memory.remove_objects(gone)
+        self.objects = [o for o in self.objects if o not in gone]
+
+    # -- the step ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(
+        self,
+        image: np.ndarray | torch.Tensor,
+        mask: MaskLike | None = None,
+        objects: Sequence[int] | None = None,
+        *,
+        end: bool = False,
+    ) -> torch.Tensor:
+        """Process one frame; returns probabilities (N+1)×H×W (background, then ``self.objects``) at the
+        input size, on the engine's device."""
+        rgb = image_to_tensor(image, self.device)
+        in_hw = (rgb.shape[1], rgb.shape[2])
+        proc_hw = processing_size(*in_hw, self.config.size)
+        given, given_ids = self._given_masks(mask, objects, in_hw, proc_hw)
+        if not self.objects and given is None:
+            # nothing to track yet: all background, the video has not started for the engine
+            return torch.ones(1, *in_hw, device=self.device)
+
+        self.frame_index += 1
+        t = self.frame_index
+        mem_cfg = self.config.memory
+        new_ids = sorted(i for i in given_ids if i not in self.objects)
+        all_ids = self.objects + new_ids
+        is_memory = (t - self.last_memory_index >= mem_cfg.mem_every or given is not None) and not end
+        need_segment = t > 0 and self.memory.engaged and len(given_ids) != len(all_ids)
+        deep_update = is_memory and mem_cfg.deep_update
+        hidden_update = need_segment and not deep_update and not end
+
+        frame = normalize(resize_image(rgb, proc_hw))
+        frame, pad = pad_to_multiple(frame, 16)
+        frame = frame[None].to(self.dtype)
+        if self.device.type != "mps":
+            frame = frame.contiguous(memory_format=torch.channels_last)
+        key, shrinkage, selection, features = self.network.encode_key(
+            frame, need_shrinkage=is_memory, need_selection=mem_cfg.long_term or need_segment
+        )
+
+        prob_no_bg = None  # N_known×H×W
+        if need_segment:
+            assert selection is not None
+            readout = self.memory.read(key[0], selection[0]).to(self.dtype)
+            hidden = self._hidden(len(self.objects), key)
+            new_hidden, _, prob = self.network.segment(features, readout, hidden, update_hidden=hidden_update)
+            if hidden_update and new_hidden is not None:
+                self.memory.set_hidden(new_hidden)
+            prob_no_bg = prob[0, 1:]
+
+        if given is not None:
+            given, _ = pad_to_multiple(given, 16)
+            per_object = []
+            covered = given.sum(0) > 0.5 if prob_no_bg is not None else None
+            for obj in all_ids:
+                if obj in given_ids:
+                    per_object.append(given[given_ids.index(obj)])
+                else:
+                    assert prob_no_bg is not None
+                    pred = prob_no_bg[self.objects.index(obj)]
+                    per_object.append(pred.masked_fill(covered, 0))  # type: ignore[arg-type]
+            prob = aggregate(torch.stack(per_object), dim=0)[1]  # (N+1)×H×W
+            self.objects = all_ids
+            self.memory.ensure_hidden(len(all_ids), key[0])
+        elif prob_no_bg is not None:
+            prob = prob[0]
+        else:  # a frame that needs no segmentation and has no mask cannot happen after the first
+            raise RuntimeError("internal error: nothing to segment on this frame")
+
+        if is_memory:
+            hidden = self._hidden(len(self.objects), key)
+            value, new_hidden = self.network.encode_value(
+                frame, features[0], hidden, prob[None, 1:].to(self.dtype), deep_update=deep_update
+            )
+            self.memory.add_memory(key[0], shrinkage[0], selection[0] if selection is not None else None,
+                                   value[0], self.objects)  # fmt: skip
+            self.last_memory_index = t
+            if deep_update and new_hidden is not None:
+                self.memory.set_hidden(new_hidden)
+
+        return resize_probabilities(unpad(prob.float(), pad), in_hw)
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _hidden(self, num_objects: int, key: torch.Tensor) -> torch.Tensor | None:
+        if self.network.config.hidden_dim == 0:
+            return None
+        self.memory.ensure_hidden(num_objects, key[0])
+        assert self.memory.hidden is not None
+        return self.memory.hidden.to(self.dtype)
+
+    def _given_masks(
+        self,
+        mask: MaskLike | None,
+        objects: Sequence[int] | None,
+        in_hw: tuple[int, int],
+        proc_hw: tuple[int, int],
+    ) -> tuple[torch.Tensor | None, list[int]]:
+        """The mask as K×h×w float probabilities at the processing size, and the K ids it defines."""
+        if mask is None:
+            if objects:
+                raise ValueError("objects were given without a mask")
+            return None, []
+        m = torch.from_numpy(np.ascontiguousarray(mask)) if isinstance(mask, np.ndarray) else mask
+        m = m.to(self.device)
+        if tuple(m.shape[-2:]) != in_hw:
+            raise ValueError(f"mask size {tuple(m.shape[-2:])} differs from the frame size {in_hw}")
+        if m.ndim == 2 and not m.is_floating_point():
+            ids = (
+                sorted(int(i) for i in torch.unique(m).tolist() if i != 0)
+                if objects is None
+                else list(objects)
+            )
+            if any(i <= 0 for i in ids):
+                raise ValueError(f"object ids must be positive, got {ids}")
+            m = resize_index_mask(m.long(), proc_hw)
+            probs = torch.stack([(m == i) for i in ids]).float() if ids else None
+            return probs, ids
+        if m.ndim == 3 and m.is_floating_point():
+            if objects is None or len(objects) != m.shape[0]:
+                raise ValueError("a K×H×W probability mask needs `objects` with its K object ids")
+            probs = resize_probabilities(m.float(), proc_hw)
+            return probs, list(objects)
+        raise ValueError(
+            f"mask must be an H×W integer index mask or a K×H×W float tensor, got {tuple(m.shape)} {m.dtype}"
+        )

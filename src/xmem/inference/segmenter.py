@@ -1,0 +1,78 @@
+"""Video-level API: propagate masks given on any frames through a whole video."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from xmem.config import InferenceConfig
+from xmem.inference.core import InferenceCore, MaskLike
+from xmem.model.network import XMem
+
+
+def _lookahead(frames: Iterable) -> Iterator[tuple[object, bool]]:
+    """Yield (frame, is_last) without knowing the length in advance."""
+    it = iter(frames)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for nxt in it:
+        yield current, False
+        current = nxt
+    yield current, True
+
+
+class VideoSegmenter:
+    """Segments whole videos from masks given on some frames.
+
+    >>> seg = VideoSegmenter(load_model("XMem.pth"), InferenceConfig(device="cpu"))
+    >>> for index, mask in seg.propagate(frames, {0: first_mask}):
+    ...     save(index, mask)   # H×W index mask (object ids), uint8 when ids fit
+
+    ``frames``: any iterable of RGB frames (H×W×3 uint8 arrays or 3×H×W float tensors in [0, 1]), read
+    lazily. ``prompts`` maps frame indices to H×W index masks; a prompt defines the objects present in it
+    (new ids are added, existing ones corrected); objects absent from it keep being propagated. Frames
+    before the first prompt are all background.
+    """
+
+    def __init__(self, network: XMem, config: InferenceConfig | None = None) -> None:
+        self.core = InferenceCore(network, config)
+
+    @property
+    def objects(self) -> list[int]:
+        return list(self.core.objects)
+
+    def reset(self) -> None:
+        self.core.reset()
+
+    def remove_object(self, obj_id: int) -> None:
+        self.core.remove_object(obj_id)
+
+    def propagate(
+        self,
+        frames: Iterable[np.ndarray | torch.Tensor],
+        prompts: Mapping[int, MaskLike],
+        *,
+        start: int = 0,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, mask)`` for every frame, in order. ``start`` is the index of the first frame
+        (when continuing a video in pieces)."""
+        for offset, (frame, last) in enumerate(_lookahead(frames)):
+            index = start + offset
+            prob = self.step(frame, prompts.get(index), end=last)
+            yield index, self.to_index_mask(prob)
+
+    def step(self, frame: np.ndarray | torch.Tensor, prompt: MaskLike | None = None, *, end: bool = False):
+        """One frame; returns probabilities (background, then :attr:`objects`) at the frame's size."""
+        return self.core.step(frame, prompt, end=end)
+
+    def to_index_mask(self, prob: torch.Tensor, objects: Sequence[int] | None = None) -> np.ndarray:
+        """Argmax of probabilities -> H×W index mask holding object ids (uint8 when they fit)."""
+        ids = list(self.core.objects if objects is None else objects)
+        lut = torch.tensor([0, *ids], dtype=torch.int64, device=prob.device)
+        index = lut[prob.argmax(dim=0)]
+        dtype = np.uint8 if max(ids, default=0) <= 255 else np.int32
+        return index.cpu().numpy().astype(dtype)

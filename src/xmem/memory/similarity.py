@@ -1,0 +1,83 @@
+"""Anisotropic L2 similarity, top-k softmax and memory readout (paper §3.2, REFERENCE.md §3).
+
+Layout: memory keys are Ck×N (N memory elements), queries Ck×M (M query positions). Similarities are
+returned query-major, M×N, so that top-k and softmax run over a contiguous last dimension.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+def similarity(
+    mem_key: torch.Tensor,
+    mem_shrinkage: torch.Tensor | None,
+    query_key: torch.Tensor,
+    query_selection: torch.Tensor | None,
+) -> torch.Tensor:
+    """S[j, i] = -s_i · Σ_c e_cj (k_ci - q_cj)² / √C, as an M×N tensor.
+
+    ``mem_key`` Ck×N, ``mem_shrinkage`` N (or None: 1), ``query_key`` / ``query_selection`` Ck×M.
+    Without a selection the query's own squared norm is dropped (it is the same for every memory
+    element, as in STCN). The expansion takes a single matrix product.
+    """
+    ck = mem_key.shape[0]
+    if query_selection is not None:
+        q_terms = torch.cat([query_key * query_selection, query_selection], dim=0)  # 2Ck×M
+        k_terms = torch.cat([2 * mem_key, -mem_key.pow(2)], dim=0)  # 2Ck×N
+        q_sq = (query_selection * query_key.pow(2)).sum(0)  # M
+        sim = q_terms.t() @ k_terms - q_sq[:, None]  # M×N
+    else:
+        sim = 2 * (query_key.t() @ mem_key) - mem_key.pow(2).sum(0)[None, :]
+    if mem_shrinkage is not None:
+        return sim * (mem_shrinkage / math.sqrt(ck))[None, :]
+    return sim / math.sqrt(ck)
+
+
+def topk_softmax(sim: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the ``top_k`` largest similarities of each row, softmax over them (with max subtraction).
+
+    Returns ``(weights, indices)``, both M×k; every other affinity is zero. ``top_k`` larger than the
+    memory keeps all of it.
+    """
+    k = min(top_k, sim.shape[1])
+    values, indices = torch.topk(sim, k=k, dim=1, sorted=False)
+    return torch.softmax(values, dim=1), indices
+
+
+def usage_of(weights: torch.Tensor, indices: torch.Tensor, size: int) -> torch.Tensor:
+    """Per memory element, the sum of its affinity over all query positions (N)."""
+    usage = torch.zeros(size, dtype=weights.dtype, device=weights.device)
+    return usage.index_add_(0, indices.flatten(), weights.flatten())
+
+
+def sparse_readout(weights: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Readout F = v·W with W the sparse top-k affinity: M×D from ``values`` N×D (D = objects × Cv).
+
+    Only the k non-zero affinities of each query are multiplied, so the cost does not grow with N.
+    """
+    m, k = weights.shape
+    n = values.shape[0]
+    if weights.device.type == "mps":  # no sparse kernels there: the dense product gives the same numbers
+        dense = torch.zeros(m, n, dtype=weights.dtype, device=weights.device)
+        return dense.scatter_(1, indices, weights) @ values
+    crow = torch.arange(0, m * k + 1, k, device=weights.device, dtype=torch.int64)
+    affinity = torch.sparse_csr_tensor(
+        crow,
+        indices.flatten().to(torch.int64),
+        weights.flatten(),
+        size=(m, n),
+        dtype=weights.dtype,
+        check_invariants=False,
+    )
+    return affinity @ values
+
+
+def full_softmax(sim: torch.Tensor) -> torch.Tensor:
+    """Softmax over the memory dimension (no top-k), as used by memory potentiation: M×N."""
+    return torch.softmax(sim, dim=1)

@@ -1,0 +1,100 @@
+"""ResNet trunks up to stride 16, built from torchvision's blocks (no weights are ever downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+
+def _make_layer(block: type[BasicBlock | Bottleneck], in_dim: int, planes: int, blocks: int, stride: int):
+    downsample = None
+    out_dim = planes * block.expansion
+    if stride != 1 or in_dim != out_dim:
+        downsample = nn.Sequential(
+            nn.Conv2d(in_dim, out_dim, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out_dim)
+        )
+    layers = [block(in_dim, planes, stride, downsample)]
+    layers += [block(out_dim, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
+def _init_resnet(module: nn.Module) -> None:
+    # torchvision's initialisation
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class ResNetTrunk(nn.Module):
+    """conv1/bn1 stem and three residual stages (strides 4, 8, 16).
+
+    ``layer1_name`` is ``"res2"`` for XMem's key encoder (the released checkpoint's name) and
+    ``"layer1"`` elsewhere.
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: tuple[int, int, int],
+        in_channels: int = 3,
+        layer1_name: str = "layer1",
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self._layer1_name = layer1_name
+        self.add_module(layer1_name, _make_layer(block, 64, 64, layers[0], 1))
+        self.layer2 = _make_layer(block, 64 * block.expansion, 128, layers[1], 2)
+        self.layer3 = _make_layer(block, 128 * block.expansion, 256, layers[2], 2)
+        self.out_dims = (64 * block.expansion, 128 * block.expansion, 256 * block.expansion)  # f4, f8, f16
+        _init_resnet(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # x: B×Cin×H×W -> f16, f8, f4
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        f4 = self._modules[self._layer1_name](x)
+        f8 = self.layer2(f4)
+        f16 = self.layer3(f8)
+        return f16, f8, f4
+
+
+def resnet50_trunk(layer1_name: str = "res2") -> ResNetTrunk:
+    return ResNetTrunk(Bottleneck, (3, 4, 6), in_channels=3, layer1_name=layer1_name)
+
+
+def resnet18_trunk(in_channels: int) -> ResNetTrunk:
+    return ResNetTrunk(BasicBlock, (2, 2, 2), in_channels=in_channels)
+
+
+def load_imagenet_into_trunk(trunk: ResNetTrunk, path: str | Path) -> None:
+    """Initialise a trunk from a local torchvision ImageNet state_dict file (``resnet50-*.pth``).
+
+    Extra input channels of ``conv1`` (masks in the value encoder) start at zero; ``layer4``/``fc`` are
+    ignored. Never downloads.
+    """
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    own = trunk.state_dict()
+    renamed = {}
+    for name, tensor in state.items():
+        if name.startswith(("layer4.", "fc.")):
+            continue
+        if name.startswith("layer1."):
+            name = trunk._layer1_name + name[len("layer1") :]
+        renamed[name] = tensor
+    conv1 = renamed.get("conv1.weight")
+    if conv1 is not None and conv1.shape != own["conv1.weight"].shape:
+        padded = torch.zeros_like(own["conv1.weight"])
+        padded[:, : conv1.shape[1]] = conv1
+        renamed["conv1.weight"] = padded
+    missing, unexpected = trunk.load_state_dict(renamed, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: not a ResNet ImageNet state_dict (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )

@@ -1,0 +1,117 @@
+"""Loading the released XMem checkpoints (``XMem.pth`` and its variants) strictly and safely."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from xmem.config import ModelConfig
+from xmem.model.network import XMem
+
+KEY_DIM_KEY = "key_proj.key_proj.weight"
+VALUE_DIM_KEY = "value_encoder.fuser.block2.conv2.weight"
+HIDDEN_KEY = "decoder.hidden_update.transform.weight"
+VALUE_CONV1_KEY = "value_encoder.conv1.weight"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded into the XMem architecture."""
+
+
+def _summarise(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state_dict from a ``.pth`` file without executing code (``weights_only=True``, on the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: the file needs code execution to unpickle (only plain tensors are "
+            f"accepted): {str(exc).splitlines()[0]}"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})"
+        ) from exc
+    if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
+        state = state["network"]  # training checkpoints of the reference code wrap the weights
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state_dict (expected a mapping of names to tensors)")
+    return dict(state)
+
+
+def config_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> ModelConfig:
+    """Read key / value / hidden dims from the checkpoint's tensors (never assumed)."""
+    for needed in (KEY_DIM_KEY, VALUE_DIM_KEY):
+        if needed not in state:
+            raise CheckpointError(f"{source}: not an XMem checkpoint: missing key {needed!r}")
+    hidden = state.get(HIDDEN_KEY)
+    return ModelConfig(
+        key_dim=state[KEY_DIM_KEY].shape[0],
+        value_dim=state[VALUE_DIM_KEY].shape[0],
+        hidden_dim=0 if hidden is None else hidden.shape[0] // 3,
+    )
+
+
+def load_state_dict_strict(
+    model: XMem, state: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Load ``state`` into ``model``, accepting a stage-0 (4-channel) value encoder; any other mismatch
+    raises :class:`CheckpointError` naming the missing, unexpected and mis-shaped keys."""
+    state = dict(state)
+    conv1 = state.get(VALUE_CONV1_KEY)
+    expected = model.state_dict()
+    if (
+        conv1 is not None
+        and conv1.ndim == 4
+        and conv1.shape[1] == 4
+        and expected[VALUE_CONV1_KEY].shape[1] == 5
+    ):
+        # stage-0 (single-object) checkpoint: no "other objects" channel; append a zero channel
+        state[VALUE_CONV1_KEY] = torch.cat([conv1, torch.zeros_like(conv1[:, :1])], dim=1)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_summarise(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_summarise(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped keys: {_summarise(misshaped)}")
+    if problems:
+        raise CheckpointError(f"{source}: does not match the XMem architecture: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> XMem:
+    """Load an XMem network from a released checkpoint (e.g. ``XMem.pth``), in eval mode.
+
+    Dimensions are read from the file; stage-0 and no-sensory checkpoints are accepted. A corrupt or
+    mismatched file raises :class:`CheckpointError` with one clear message; a pickle that would need code
+    execution is refused.
+    """
+    if path is None:
+        raise CheckpointError(
+            "no weights given: pass the path of an XMem checkpoint (e.g. XMem.pth); the embedded default "
+            "model is not part of this release yet"
+        )
+    state = read_state_dict(path)
+    config = config_from_state_dict(state, source=str(path))
+    model = XMem(config)
+    load_state_dict_strict(model, state, source=str(path))
+    return model.eval().to(device)

@@ -1,0 +1,254 @@
+"""Building blocks of the XMem network.
+
+Shapes use B (batch), N (objects), C (channels), H×W (spatial). Per-object tensors ("groups") are
+B×N×C×H×W; image features shared by all objects are B×C×H×W and are computed once per frame.
+The parameter names follow the released checkpoint (REFERENCE.md §1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv3x3(in_dim: int, out_dim: int) -> nn.Conv2d:
+    return nn.Conv2d(in_dim, out_dim, kernel_size=3, padding=1)
+
+
+class _SplitWeights:
+    """Contiguous slices ``weight[:, :c]`` / ``weight[:, c:]`` of a conv, cached while the weight is unchanged.
+
+    Under autograd the slices are taken on the fly so gradients flow to the full parameter.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._parts: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def get(self, conv: nn.Conv2d, split: int) -> tuple[torch.Tensor, torch.Tensor]:
+        w = conv.weight
+        if torch.is_grad_enabled() and w.requires_grad:
+            return w[:, :split], w[:, split:]
+        key = (w.data_ptr(), w._version, w.dtype, w.device, split)
+        if key != self._key or self._parts is None:
+            fmt = torch.channels_last if w.is_contiguous(memory_format=torch.channels_last) else None
+            parts = (w[:, :split].detach(), w[:, split:].detach())
+            if fmt is not None:
+                parts = tuple(p.contiguous(memory_format=fmt) for p in parts)
+            else:
+                parts = tuple(p.contiguous() for p in parts)
+            self._parts = parts  # type: ignore[assignment]
+            self._key = key
+        return self._parts  # type: ignore[return-value]
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: ``conv2(relu(conv1(relu(g)))) + downsample(g)``; 3×3 convs with bias."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_dim, out_dim)
+        self.conv2 = _conv3x3(out_dim, out_dim)
+        self.downsample = _conv3x3(in_dim, out_dim) if in_dim != out_dim else None
+
+    def forward(self, g: torch.Tensor) -> torch.Tensor:
+        # g: (B*N)×C×H×W
+        out = self.conv2(F.relu(self.conv1(F.relu(g))))
+        return out + (self.downsample(g) if self.downsample is not None else g)
+
+
+class SplitResBlock(ResBlock):
+    """A :class:`ResBlock` whose input is ``cat[x broadcast to every object, g]``.
+
+    A convolution over the concatenation equals the convolution of the image part plus that of the object
+    part, and ReLU splits the same way, so the image part is computed once per frame and only the object
+    part is computed per object. The parameters are the concatenated ones of the checkpoint.
+    """
+
+    def __init__(self, x_dim: int, g_dim: int, out_dim: int) -> None:
+        super().__init__(x_dim + g_dim, out_dim)
+        self.x_dim = x_dim
+        self._split1 = _SplitWeights()
+        self._split_ds = _SplitWeights()
+
+    def forward_split(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        # x: B×Cx×H×W, g: B×N×Cg×H×W -> B×N×Cout×H×W
+        b, n = g.shape[:2]
+        g_flat = g.flatten(0, 1)
+        w1x, w1g = self._split1.get(self.conv1, self.x_dim)
+        x1 = F.conv2d(F.relu(x), w1x, self.conv1.bias, padding=1)  # B×Cout×H×W
+        g1 = F.conv2d(F.relu(g_flat), w1g, None, padding=1)
+        out = (g1.unflatten(0, (b, n)) + x1.unsqueeze(1)).flatten(0, 1)
+        out = self.conv2(F.relu(out))
+        assert self.downsample is not None
+        wdx, wdg = self._split_ds.get(self.downsample, self.x_dim)
+        xd = F.conv2d(x, wdx, self.downsample.bias, padding=1)
+        gd = F.conv2d(g_flat, wdg, None, padding=1)
+        out = out + (gd.unflatten(0, (b, n)) + xd.unsqueeze(1)).flatten(0, 1)
+        return out.unflatten(0, (b, n))
+
+
+class ChannelGate(nn.Module):
+    """CBAM channel attention: ``x * sigmoid(mlp(avgpool x) + mlp(maxpool x))``."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(channels, channels // reduction),
+            nn.ReLU(),
+            nn.Linear(channels // reduction, channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = self.mlp(x.mean(dim=(2, 3)))
+        mx = self.mlp(x.amax(dim=(2, 3)))
+        return x * torch.sigmoid(avg + mx)[:, :, None, None]
+
+
+class _BasicConv(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_dim, out_dim, kernel_size, padding=(kernel_size - 1) // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class SpatialGate(nn.Module):
+    """CBAM spatial attention: ``x * sigmoid(conv7x7([channel max, channel mean]))``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spatial = _BasicConv(2, 1, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.spatial(pooled))
+
+
+class CBAM(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.ChannelGate = ChannelGate(channels)
+        self.SpatialGate = SpatialGate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.SpatialGate(self.ChannelGate(x))
+
+
+class FeatureFusionBlock(nn.Module):
+    """Fuses image features x (shared) with per-object features g.
+
+    ``block1`` on ``cat[x, g]`` (computed split, see :class:`SplitResBlock`), CBAM attention r on the
+    result, then ``block2`` on ``g + r``.
+    """
+
+    def __init__(self, x_dim: int, g_dim: int, mid_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.block1 = SplitResBlock(x_dim, g_dim, mid_dim)
+        self.attention = CBAM(mid_dim)
+        self.block2 = ResBlock(mid_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        # x: B×Cx×H×W, g: B×N×Cg×H×W -> B×N×Cout×H×W
+        b, n = g.shape[:2]
+        g = self.block1.forward_split(x, g).flatten(0, 1)
+        g = self.block2(g + self.attention(g))
+        return g.unflatten(0, (b, n))
+
+
+def _gated_update(values: torch.Tensor, h: torch.Tensor, hidden_dim: int) -> torch.Tensor:
+    # values: B×N×3C×H×W split into forget gate, update gate, candidate (in that order).
+    forget_gate = torch.sigmoid(values[:, :, :hidden_dim])
+    update_gate = torch.sigmoid(values[:, :, hidden_dim : 2 * hidden_dim])
+    candidate = torch.tanh(values[:, :, 2 * hidden_dim :])
+    # As trained for the released weights (not the textbook GRU).
+    return forget_gate * h * (1 - update_gate) + update_gate * candidate
+
+
+class HiddenReinforcer(nn.Module):
+    """Deep update of the sensory memory from the value encoder's output."""
+
+    def __init__(self, g_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.transform = _conv3x3(g_dim + hidden_dim, hidden_dim * 3)
+
+    def forward(self, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        # g: B×N×Cv×H×W, h: B×N×Ch×H×W -> new h
+        b, n = g.shape[:2]
+        values = self.transform(torch.cat([g, h], dim=2).flatten(0, 1)).unflatten(0, (b, n))
+        return _gated_update(values, h, self.hidden_dim)
+
+
+def _area_downsample(g: torch.Tensor, factor: int) -> torch.Tensor:
+    # g: (B*N)×C×H×W
+    return F.interpolate(g, scale_factor=1 / factor, mode="area")
+
+
+class HiddenUpdater(nn.Module):
+    """Per-frame update of the sensory memory from the decoder's multi-scale features."""
+
+    def __init__(self, g_dims: tuple[int, int, int], mid_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.g16_conv = nn.Conv2d(g_dims[0], mid_dim, kernel_size=1)
+        self.g8_conv = nn.Conv2d(g_dims[1], mid_dim, kernel_size=1)
+        self.g4_conv = nn.Conv2d(g_dims[2], mid_dim, kernel_size=1)
+        self.transform = _conv3x3(mid_dim + hidden_dim, hidden_dim * 3)
+
+    def forward(self, g16: torch.Tensor, g8: torch.Tensor, g4: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        # g16, g8, g4 (g4 with the logit appended): (B*N)×C×H×W at strides 16/8/4; h: B×N×Ch×H16×W16
+        b, n = h.shape[:2]
+        x = self.g16_conv(g16) + self.g8_conv(_area_downsample(g8, 2)) + self.g4_conv(_area_downsample(g4, 4))
+        values = self.transform(torch.cat([x, h.flatten(0, 1)], dim=1)).unflatten(0, (b, n))
+        return _gated_update(values, h, self.hidden_dim)
+
+
+class UpsampleBlock(nn.Module):
+    """×2 bilinear upsampling of object features plus a skip connection from the image features."""
+
+    def __init__(self, skip_dim: int, up_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.skip_conv = _conv3x3(skip_dim, up_dim)
+        self.out_conv = ResBlock(up_dim, out_dim)
+
+    def forward(self, skip: torch.Tensor, g: torch.Tensor, num_objects: int) -> torch.Tensor:
+        # skip: B×Cs×2H×2W (image), g: (B*N)×Cu×H×W -> (B*N)×Cout×2H×2W
+        skip = self.skip_conv(skip)
+        g = F.interpolate(g, scale_factor=2.0, mode="bilinear", align_corners=False)
+        g = (g.unflatten(0, (-1, num_objects)) + skip.unsqueeze(1)).flatten(0, 1)
+        return self.out_conv(g)
+
+
+class KeyProjection(nn.Module):
+    """Key (query), shrinkage ``d² + 1`` and selection ``sigmoid(e)`` from the stride-16 features."""
+
+    def __init__(self, in_dim: int, key_dim: int) -> None:
+        super().__init__()
+        self.key_proj = _conv3x3(in_dim, key_dim)
+        self.d_proj = _conv3x3(in_dim, 1)
+        self.e_proj = _conv3x3(in_dim, key_dim)
+        nn.init.orthogonal_(self.key_proj.weight.data)
+        nn.init.zeros_(self.key_proj.bias.data)
+
+    def forward(
+        self, f16: torch.Tensor, *, need_shrinkage: bool, need_selection: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        shrinkage = self.d_proj(f16) ** 2 + 1 if need_shrinkage else None
+        selection = torch.sigmoid(self.e_proj(f16)) if need_selection else None
+        return self.key_proj(f16), shrinkage, selection
+
+
+def aggregate(prob: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft aggregation of per-object probabilities (paper, from STM).
+
+    ``prob``: per-object probabilities along ``dim`` (no background). Returns ``(logits, probs)`` with the
+    background first along ``dim``: background = ∏(1 - p_i), clamp to [1e-7, 1 - 1e-7], logit, softmax.
+    """
+    bg = torch.prod(1 - prob, dim=dim, keepdim=True)
+    new_prob = torch.cat([bg, prob], dim=dim).clamp(1e-7, 1 - 1e-7)
+    logits = torch.log(new_prob / (1 - new_prob))
+    return logits, torch.softmax(logits, dim=dim)
