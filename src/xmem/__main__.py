@@ -1,0 +1,5 @@
+import sys
+
+from xmem.cli import main
+
+sys.exit(main())
