@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 
 import numpy as np
 import torch
@@ -12,8 +12,13 @@ from xmem.inference.core import InferenceCore, MaskLike
 from xmem.model.network import XMem
 
 
-def _lookahead(frames: Iterable) -> Iterator[tuple[object, bool]]:
-    """Yield (frame, is_last) without knowing the length in advance."""
+def _with_last_flag(frames: Iterable) -> Iterator[tuple[object, bool]]:
+    """Yield (frame, is_last); sized inputs are read one frame at a time, others one frame ahead."""
+    if isinstance(frames, Sized):
+        n = len(frames)
+        for i, frame in enumerate(frames):
+            yield frame, i == n - 1
+        return
     it = iter(frames)
     try:
         current = next(it)
@@ -60,7 +65,7 @@ class VideoSegmenter:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(index, mask)`` for every frame, in order. ``start`` is the index of the first frame
         (when continuing a video in pieces)."""
-        for offset, (frame, last) in enumerate(_lookahead(frames)):
+        for offset, (frame, last) in enumerate(_with_last_flag(frames)):
             index = start + offset
             prob = self.step(frame, prompts.get(index), end=last)
             yield index, self.to_index_mask(prob)
