@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from xmem.inference.preprocess import (
     unpad,
 )
 from xmem.memory.manager import MemoryManager
+from xmem.model.fuse import fold_batchnorm
 from xmem.model.modules import aggregate
 from xmem.model.network import XMem
 
@@ -26,9 +28,11 @@ MaskLike = np.ndarray | torch.Tensor
 
 
 def prepare_network(network: XMem, device: torch.device, precision: Precision) -> XMem:
-    """Move ``network`` (in place, as ``Module.to`` does) to the device, dtype and memory layout used for
-    inference, in eval mode."""
-    network = network.eval().to(device=device, dtype=precision.dtype)
+    """An inference copy of ``network`` (the given one is left untouched): eval mode, BatchNorm folded
+    into the convolutions, on ``device`` in the precision's dtype, channels-last where it helps."""
+    network = copy.deepcopy(network).eval()
+    fold_batchnorm(network)
+    network = network.to(device=device, dtype=precision.dtype)
     if device.type != "mps":
         network = network.to(memory_format=torch.channels_last)
     return network

@@ -71,7 +71,7 @@ class ValueEncoder(nn.Module):
         # image B×3×H×W, f16 B×1024×H16×W16, hidden B×N×Ch×H16×W16, masks/others B×N×H×W
         b, n = masks.shape[:2]
         w_img, w_obj = self._split_conv1.get(self.conv1, 3)
-        x = F.conv2d(image, w_img, None, stride=2, padding=3)  # B×64×H2×W2
+        x = F.conv2d(image, w_img, self.conv1.bias, stride=2, padding=3)  # B×64×H2×W2 (bias: folded BN)
         g = torch.stack([masks, others], dim=2).flatten(0, 1).to(w_obj.dtype)  # (B*N)×2×H×W
         if w_obj.is_contiguous(memory_format=torch.channels_last):
             g = g.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,81 @@
+"""Drive the reference XMem code (hkchengrex/XMem, a local checkout) on the benchmark video, for comparison.
+
+Used by benchmarks/speed.py. The reference code is not part of this project: point --reference-dir at a
+checkout of it (its ResNet constructors set to ``pretrained=False`` so that nothing is downloaded).
+Weights: the golden rule (same key names as the released checkpoint). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import SyntheticVideo, peak_rss_mb  # noqa: E402
+from xmem.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from xmem.model.golden import golden_rule_state_dict  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reference-dir", type=Path, required=True)
+    parser.add_argument("--save-masks", type=Path, required=True)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=854)
+    parser.add_argument("--objects", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(args.reference_dir))
+    from inference.inference_core import InferenceCore  # the reference engine
+    from model.network import XMem
+
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    net = XMem({"key_dim": 64, "value_dim": 512, "hidden_dim": 64}, model_path=None)
+    net.load_weights(golden_rule_state_dict(), init_as_zero_if_needed=True)
+    net.eval()
+    config = {
+        "mem_every": 5, "deep_update_every": -1, "enable_long_term": True, "enable_long_term_count_usage": True,
+        "top_k": 30, "min_mid_term_frames": 5, "max_mid_term_frames": 10, "num_prototypes": 128,
+        "max_long_term_elements": 10000, "key_dim": 64, "value_dim": 512, "hidden_dim": 64,
+    }  # fmt: skip
+    core = InferenceCore(net, config=config)
+    labels = list(range(1, args.objects + 1))
+    core.set_all_labels(labels)
+
+    video = SyntheticVideo(args.frames, args.height, args.width, args.objects, seed=args.seed)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mask0 = video.mask(0)
+    first = torch.from_numpy(np.stack([mask0 == i for i in labels]).astype(np.float32))
+    masks = np.zeros((args.frames, args.height, args.width), np.uint8)
+    times = []
+    start = time.perf_counter()
+    for t, frame in enumerate(video.frames()):
+        image = (torch.from_numpy(frame).permute(2, 0, 1).float() / 255 - mean) / std
+        if t == 0:
+            prob = core.step(image[None], first, labels, end=args.frames == 1)
+        else:
+            prob = core.step(image[None], end=t == args.frames - 1)
+        masks[t] = torch.argmax(prob, dim=0).numpy()
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    np.save(args.save_masks, masks)
+    fps = (len(times) - 1) / sum(times[1:])
+    print(json.dumps({"fps": fps, "peak_rss_mb": peak_rss_mb(), "frame_seconds": times}))
+
+
+if __name__ == "__main__":
+    main()
