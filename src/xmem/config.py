@@ -46,7 +46,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    """The memory design of the paper, with its defaults (Section 4 and REFERENCE.md §4)."""
+    """The memory design of the paper, with its defaults (Section 4 and REFERENCE.md §4).
+
+    ``long_term=False`` keeps every memory frame in working memory (no consolidation: memory grows with
+    the video, as in STCN; for ablations). ``deep_update`` refreshes the sensory memory with the value
+    encoder on every memory frame.
+    """
 
     mem_every: int = 5
     top_k: int = 30
@@ -55,7 +60,6 @@ class MemoryConfig:
     num_prototypes: int = 128
     max_long_term_elements: int = 10000
     long_term: bool = True
-    count_long_term_usage: bool = True
     deep_update: bool = True
 
     def __post_init__(self) -> None:

@@ -40,7 +40,7 @@ class MemoryManager:
         self.config = config
         self.hidden_dim = hidden_dim
         self.work = MemoryStore(count_usage=config.long_term)
-        self.long = MemoryStore(count_usage=config.long_term and config.count_long_term_usage)
+        self.long = MemoryStore(count_usage=config.long_term)  # usage drives LFU eviction
         self.groups: list[list[int]] = []
         self.hidden: torch.Tensor | None = None  # 1×N×Ch×H×W, in the order of the engine's objects
         self.frame_elements: int | None = None  # H×W of the key at stride 16
