@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from xmem.config import InferenceConfig, MemoryConfig, Precision, resolve_device
@@ -139,7 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    torch.set_grad_enabled(False)
     try:
         return args.run(args)
     except (InputError, CheckpointError) as exc:

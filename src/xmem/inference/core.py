@@ -35,6 +35,7 @@ def prepare_network(network: XMem, device: torch.device, precision: Precision) -
     network = network.to(device=device, dtype=precision.dtype)
     if device.type != "mps":
         network = network.to(memory_format=torch.channels_last)
+    network.freeze_split_weights()
     return network
 
 

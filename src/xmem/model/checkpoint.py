@@ -35,9 +35,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():
+            raise CheckpointError(
+                f"{path}: refused to load: unpickling it would run code or build objects other than plain "
+                "tensors (only weights are accepted)"
+            ) from exc
         raise CheckpointError(
-            f"{path}: refused to load: the file needs code execution to unpickle (only plain tensors are "
-            f"accepted): {str(exc).splitlines()[0]}"
+            f"{path}: not a readable PyTorch checkpoint (corrupt or not a .pth file)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(

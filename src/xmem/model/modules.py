@@ -16,31 +16,36 @@ def _conv3x3(in_dim: int, out_dim: int) -> nn.Conv2d:
     return nn.Conv2d(in_dim, out_dim, kernel_size=3, padding=1)
 
 
-class _SplitWeights:
-    """Contiguous slices ``weight[:, :c]`` / ``weight[:, c:]`` of a conv, cached while the weight is unchanged.
+class SplitConv:
+    """The input-channel halves ``weight[:, :c]`` / ``weight[:, c:]`` of a convolution.
 
-    Under autograd the slices are taken on the fly so gradients flow to the full parameter.
+    Taken on the fly (so gradients reach the full parameter) until :meth:`freeze` stores them as
+    non-persistent buffers of the owning module, as an inference copy does once its weights are final
+    (they then follow ``Module.to`` but are not part of the state_dict).
     """
 
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._parts: tuple[torch.Tensor, torch.Tensor] | None = None
+    def __init__(self, owner: nn.Module, conv_name: str, split: int) -> None:
+        self.conv_name, self.split = conv_name, split
+        self._buffers = (f"_{conv_name}_first", f"_{conv_name}_second")
+        for name in self._buffers:
+            owner.register_buffer(name, None, persistent=False)
 
-    def get(self, conv: nn.Conv2d, split: int) -> tuple[torch.Tensor, torch.Tensor]:
-        w = conv.weight
-        if torch.is_grad_enabled() and w.requires_grad:
-            return w[:, :split], w[:, split:]
-        key = (w.data_ptr(), w._version, w.dtype, w.device, split)
-        if key != self._key or self._parts is None:
-            fmt = torch.channels_last if w.is_contiguous(memory_format=torch.channels_last) else None
-            parts = (w[:, :split].detach(), w[:, split:].detach())
-            if fmt is not None:
-                parts = tuple(p.contiguous(memory_format=fmt) for p in parts)
-            else:
-                parts = tuple(p.contiguous() for p in parts)
-            self._parts = parts  # type: ignore[assignment]
-            self._key = key
-        return self._parts  # type: ignore[return-value]
+    def parts(self, owner: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        first, second = (getattr(owner, name) for name in self._buffers)
+        if first is not None:
+            return first, second
+        w = getattr(owner, self.conv_name).weight
+        return w[:, : self.split], w[:, self.split :]
+
+    def freeze(self, owner: nn.Module) -> None:
+        w = getattr(owner, self.conv_name).weight.detach()
+        fmt = (
+            torch.channels_last
+            if w.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
+        for name, part in zip(self._buffers, (w[:, : self.split], w[:, self.split :]), strict=True):
+            setattr(owner, name, part.clone(memory_format=fmt).contiguous(memory_format=fmt))
 
 
 class ResBlock(nn.Module):
@@ -69,20 +74,24 @@ class SplitResBlock(ResBlock):
     def __init__(self, x_dim: int, g_dim: int, out_dim: int) -> None:
         super().__init__(x_dim + g_dim, out_dim)
         self.x_dim = x_dim
-        self._split1 = _SplitWeights()
-        self._split_ds = _SplitWeights()
+        self._split1 = SplitConv(self, "conv1", x_dim)
+        self._split_ds = SplitConv(self, "downsample", x_dim)
+
+    def freeze_split_weights(self) -> None:
+        self._split1.freeze(self)
+        self._split_ds.freeze(self)
 
     def forward_split(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         # x: B×Cx×H×W, g: B×N×Cg×H×W -> B×N×Cout×H×W
         b, n = g.shape[:2]
         g_flat = g.flatten(0, 1)
-        w1x, w1g = self._split1.get(self.conv1, self.x_dim)
+        w1x, w1g = self._split1.parts(self)
         x1 = F.conv2d(F.relu(x), w1x, self.conv1.bias, padding=1)  # B×Cout×H×W
         g1 = F.conv2d(F.relu(g_flat), w1g, None, padding=1)
         out = (g1.unflatten(0, (b, n)) + x1.unsqueeze(1)).flatten(0, 1)
         out = self.conv2(F.relu(out))
         assert self.downsample is not None
-        wdx, wdg = self._split_ds.get(self.downsample, self.x_dim)
+        wdx, wdg = self._split_ds.parts(self)
         xd = F.conv2d(x, wdx, self.downsample.bias, padding=1)
         gd = F.conv2d(g_flat, wdg, None, padding=1)
         out = out + (gd.unflatten(0, (b, n)) + xd.unsqueeze(1)).flatten(0, 1)

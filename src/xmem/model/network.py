@@ -17,8 +17,9 @@ from xmem.model.modules import (
     HiddenReinforcer,
     HiddenUpdater,
     KeyProjection,
+    SplitConv,
+    SplitResBlock,
     UpsampleBlock,
-    _SplitWeights,
     aggregate,
 )
 
@@ -56,7 +57,10 @@ class ValueEncoder(nn.Module):
         self.layer1, self.layer2, self.layer3 = trunk.layer1, trunk.layer2, trunk.layer3
         self.fuser = FeatureFusionBlock(F16_DIM, 256, value_dim, value_dim)
         self.hidden_reinforce = HiddenReinforcer(value_dim, hidden_dim) if hidden_dim > 0 else None
-        self._split_conv1 = _SplitWeights()
+        self._split_conv1 = SplitConv(self, "conv1", 3)
+
+    def freeze_split_weights(self) -> None:
+        self._split_conv1.freeze(self)
 
     def forward(
         self,
@@ -70,7 +74,7 @@ class ValueEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # image B×3×H×W, f16 B×1024×H16×W16, hidden B×N×Ch×H16×W16, masks/others B×N×H×W
         b, n = masks.shape[:2]
-        w_img, w_obj = self._split_conv1.get(self.conv1, 3)
+        w_img, w_obj = self._split_conv1.parts(self)
         x = F.conv2d(image, w_img, self.conv1.bias, stride=2, padding=3)  # B×64×H2×W2 (bias: folded BN)
         g = torch.stack([masks, others], dim=2).flatten(0, 1).to(w_obj.dtype)  # (B*N)×2×H×W
         if w_obj.is_contiguous(memory_format=torch.channels_last):
@@ -176,3 +180,9 @@ class XMem(nn.Module):
         new_hidden, logits = self.decoder(f16, f8, f4, hidden, readout, update_hidden=update_hidden)
         logits, prob = aggregate(torch.sigmoid(logits.float()), dim=1)
         return new_hidden, logits, prob
+
+    def freeze_split_weights(self) -> None:
+        """Store the halves of every split convolution (for an inference copy whose weights are final)."""
+        for module in self.modules():
+            if isinstance(module, (SplitResBlock, ValueEncoder)):
+                module.freeze_split_weights()
