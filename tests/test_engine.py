@@ -198,3 +198,18 @@ def test_bad_inputs_are_explained(golden, golden_model):
         core.step(golden["frames"][0][..., :2], golden["mask0"])
     with pytest.raises(ValueError, match="not available"):
         InferenceCore(golden_model, InferenceConfig(device="cuda:7" if torch.cuda.is_available() else "cuda"))
+
+
+def test_index_mask_equals_argmax_with_ties_to_the_first():
+    from xmem.inference.segmenter import index_mask_from_probabilities
+
+    torch.manual_seed(0)
+    prob = torch.softmax(torch.randn(4, 30, 40), dim=0)
+    prob[:, 0, :5] = 0.25  # exact four-way ties
+    prob[2, 1, :5] = prob[1, 1, :5] = 0.5  # two-way ties between objects
+    ids = [3, 7, 250]
+    expected = torch.tensor([0, *ids])[prob.argmax(0)].numpy()
+    out = index_mask_from_probabilities(prob, ids)
+    assert out.dtype == np.uint8
+    assert (out == expected).all()
+    assert index_mask_from_probabilities(prob, [3, 7, 300]).dtype == np.int32

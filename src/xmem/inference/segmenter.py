@@ -77,7 +77,20 @@ class VideoSegmenter:
     def to_index_mask(self, prob: torch.Tensor, objects: Sequence[int] | None = None) -> np.ndarray:
         """Argmax of probabilities -> H×W index mask holding object ids (uint8 when they fit)."""
         ids = list(self.core.objects if objects is None else objects)
-        lut = torch.tensor([0, *ids], dtype=torch.int64, device=prob.device)
-        index = lut[prob.argmax(dim=0)]
-        dtype = np.uint8 if max(ids, default=0) <= 255 else np.int32
-        return index.cpu().numpy().astype(dtype)
+        return index_mask_from_probabilities(prob, ids)
+
+
+def index_mask_from_probabilities(prob: torch.Tensor, ids: Sequence[int]) -> np.ndarray:
+    """Argmax over (N+1)×H×W probabilities (background first), written as the object ids ``ids``.
+
+    The same result as ``argmax(dim=0)`` (ties go to the first), computed with N elementwise passes
+    rather than a strided reduction, and written straight into the output dtype.
+    """
+    dtype = torch.uint8 if max(ids, default=0) <= 255 else torch.int32
+    out = torch.zeros(prob.shape[1:], dtype=dtype, device=prob.device)
+    best = prob[0]
+    for i, obj in enumerate(ids, start=1):
+        better = prob[i] > best
+        out.masked_fill_(better, obj)
+        best = torch.maximum(best, prob[i])
+    return out.cpu().numpy()

@@ -1,0 +1,43 @@
+"""ResNet trunks: torchvision's layout, and ImageNet initialisation from a local file only."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.models import resnet18, resnet50
+
+from xmem.model.backbones import load_imagenet_into_trunk, resnet18_trunk, resnet50_trunk
+
+
+def test_resnet50_trunk_loads_a_torchvision_state_dict_and_matches_its_features(tmp_path):
+    """A torchvision ResNet-50 file (layer4/fc ignored, layer1 renamed res2) gives the same stride-16
+    features as torchvision's own layers."""
+    torch.manual_seed(0)
+    reference = resnet50(weights=None).eval()
+    path = tmp_path / "resnet50-imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    trunk = resnet50_trunk()
+    load_imagenet_into_trunk(trunk, path)
+    trunk.eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        f16, f8, f4 = trunk(x)
+        r = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        r4 = reference.layer1(r)
+        r8 = reference.layer2(r4)
+        r16 = reference.layer3(r8)
+    torch.testing.assert_close(f4, r4)
+    torch.testing.assert_close(f8, r8)
+    torch.testing.assert_close(f16, r16)
+    assert not any(k.startswith(("layer4", "fc", "layer1.")) for k in trunk.state_dict())
+
+
+def test_extra_input_channels_start_at_zero(tmp_path):
+    """The value encoder's mask channels are not in an ImageNet file: they start at zero."""
+    torch.manual_seed(0)
+    reference = resnet18(weights=None)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    trunk = resnet18_trunk(in_channels=5)
+    load_imagenet_into_trunk(trunk, path)
+    torch.testing.assert_close(trunk.conv1.weight[:, :3], reference.conv1.weight)
+    assert trunk.conv1.weight[:, 3:].abs().max() == 0
