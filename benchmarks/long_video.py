@@ -29,6 +29,32 @@ from xmem.inference.segmenter import VideoSegmenter  # noqa: E402
 from xmem.model.golden import golden_rule_model  # noqa: E402
 
 
+def summarize(rows: list[dict], size: tuple[int, int]) -> dict:
+    """Peak and current RSS after 1,000 frames and at the end; time per frame early and late."""
+
+    def mean_ms(a: int, b: int) -> float:
+        return 1000 * float(np.mean([float(r["seconds"]) for r in rows[a:b]]))
+
+    n = len(rows)
+    at_1000, end = rows[min(999, n - 1)], rows[-1]
+    return {
+        "frames": n,
+        "size": list(size),
+        "peak_rss_mb_at_1000": float(at_1000["peak_rss_mb"]),
+        "peak_rss_mb_at_end": float(end["peak_rss_mb"]),
+        "peak_rss_growth_1000_to_end": float(end["peak_rss_mb"]) / float(at_1000["peak_rss_mb"]) - 1,
+        "rss_mb_at_1000": float(at_1000["rss_mb"]),
+        "rss_mb_at_end": float(end["rss_mb"]),
+        "rss_growth_1000_to_end": float(end["rss_mb"]) / float(at_1000["rss_mb"]) - 1,
+        "memory_mb_at_end": float(end["memory_mb"]),
+        "ms_per_frame_500_1000": mean_ms(500, 1000),
+        "ms_per_frame_last_500": mean_ms(n - 500, n),
+        "ms_per_frame_by_500": [round(mean_ms(a, a + 500), 1) for a in range(0, n, 500)],
+        "max_long_term_elements": max(int(r["long_term_elements"]) for r in rows),
+        "max_working_elements": max(int(r["working_elements"]) for r in rows),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -39,7 +65,15 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--summarize", type=Path, help="only recompute the summary from an existing CSV")
     args = parser.parse_args()
+    if args.summarize is not None:
+        with open(args.summarize) as f:
+            rows = list(csv.DictReader(f))
+        summary = summarize(rows, (args.height, args.width))
+        (args.out / "long_video.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2))
+        return
 
     torch.set_num_threads(args.threads)
     video = SyntheticVideo(args.frames, args.height, args.width, args.objects, seed=1)
@@ -67,21 +101,7 @@ def main() -> None:
                 flush=True,
             )
 
-    def mean_time(a: int, b: int) -> float:
-        return float(np.mean([r["seconds"] for r in rows[a:b]]))
-
-    n = len(rows)
-    summary = {
-        "frames": n,
-        "size": [args.height, args.width],
-        "peak_rss_mb_at_1000": rows[min(999, n - 1)]["peak_rss_mb"],
-        "peak_rss_mb_at_end": rows[-1]["peak_rss_mb"],
-        "rss_growth_1000_to_end": rows[-1]["peak_rss_mb"] / rows[min(999, n - 1)]["peak_rss_mb"] - 1,
-        "ms_per_frame_500_1000": 1000 * mean_time(500, 1000),
-        "ms_per_frame_last_500": 1000 * mean_time(n - 500, n),
-        "max_long_term_elements": max(r["long_term_elements"] for r in rows),
-        "max_working_elements": max(r["working_elements"] for r in rows),
-    }
+    summary = summarize(rows, (args.height, args.width))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "long_video.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
