@@ -58,9 +58,9 @@ class ResBlock(nn.Module):
         self.downsample = _conv3x3(in_dim, out_dim) if in_dim != out_dim else None
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
-        # g: (B*N)×C×H×W
-        out = self.conv2(F.relu(self.conv1(F.relu(g))))
-        return out + (self.downsample(g) if self.downsample is not None else g)
+        # g: (B*N)×C×H×W. In-place ops only on fresh conv outputs (autograd-safe, no new allocations).
+        out = self.conv2(F.relu(self.conv1(F.relu(g)), inplace=True))
+        return out.add_(self.downsample(g) if self.downsample is not None else g)
 
 
 class SplitResBlock(ResBlock):
@@ -88,13 +88,13 @@ class SplitResBlock(ResBlock):
         w1x, w1g = self._split1.parts(self)
         x1 = F.conv2d(F.relu(x), w1x, self.conv1.bias, padding=1)  # B×Cout×H×W
         g1 = F.conv2d(F.relu(g_flat), w1g, None, padding=1)
-        out = (g1.unflatten(0, (b, n)) + x1.unsqueeze(1)).flatten(0, 1)
-        out = self.conv2(F.relu(out))
+        out = g1.unflatten(0, (b, n)).add_(x1.unsqueeze(1)).flatten(0, 1)
+        out = self.conv2(F.relu(out, inplace=True))
         assert self.downsample is not None
         wdx, wdg = self._split_ds.parts(self)
         xd = F.conv2d(x, wdx, self.downsample.bias, padding=1)
         gd = F.conv2d(g_flat, wdg, None, padding=1)
-        out = out + (gd.unflatten(0, (b, n)) + xd.unsqueeze(1)).flatten(0, 1)
+        out.add_(gd).unflatten(0, (b, n)).add_(xd.unsqueeze(1))
         return out.unflatten(0, (b, n))
 
 
@@ -164,7 +164,7 @@ class FeatureFusionBlock(nn.Module):
         # x: B×Cx×H×W, g: B×N×Cg×H×W -> B×N×Cout×H×W
         b, n = g.shape[:2]
         g = self.block1.forward_split(x, g).flatten(0, 1)
-        g = self.block2(g + self.attention(g))
+        g = self.block2(self.attention(g).add_(g))
         return g.unflatten(0, (b, n))
 
 
@@ -228,7 +228,7 @@ class UpsampleBlock(nn.Module):
         # skip: B×Cs×2H×2W (image), g: (B*N)×Cu×H×W -> (B*N)×Cout×2H×2W
         skip = self.skip_conv(skip)
         g = F.interpolate(g, scale_factor=2.0, mode="bilinear", align_corners=False)
-        g = (g.unflatten(0, (-1, num_objects)) + skip.unsqueeze(1)).flatten(0, 1)
+        g.unflatten(0, (-1, num_objects)).add_(skip.unsqueeze(1))
         return self.out_conv(g)
 
 
