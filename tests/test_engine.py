@@ -168,21 +168,18 @@ def test_reset_restarts_the_video(golden, golden_model):
         torch.testing.assert_close(x, y)
 
 
-def test_bf16_stays_close_to_fp32(golden):
-    """bf16 networks (memory reading stays fp32) give probabilities close to fp32's.
+@pytest.mark.parametrize("precision", [Precision.BF16, Precision.FP16])
+def test_half_precisions_stay_close_to_fp32(golden, golden_model, precision):
+    """bf16 / fp16 networks (memory reading stays fp32) give probabilities close to fp32's.
 
     (With random weights the top two probabilities of a pixel are typically 0.004 apart, so the argmax
     itself is ill-conditioned; the probabilities are what can be compared.)"""
-    from xmem.model.golden import golden_rule_model
-
     frames = golden["frames"][:8]
-    fp32 = run_core(InferenceCore(golden_rule_model(), GOLDEN_CONFIG), frames, {0: golden["mask0"]})
-    bf16_core = InferenceCore(
-        golden_rule_model(), dataclasses.replace(GOLDEN_CONFIG, precision=Precision.BF16)
-    )
-    assert bf16_core.network.decoder.pred.weight.dtype == torch.bfloat16
-    bf16 = run_core(bf16_core, frames, {0: golden["mask0"]})
-    for a, b in zip(fp32[1:], bf16[1:], strict=True):
+    fp32 = run_core(InferenceCore(golden_model, GOLDEN_CONFIG), frames, {0: golden["mask0"]})
+    half_core = InferenceCore(golden_model, dataclasses.replace(GOLDEN_CONFIG, precision=precision))
+    assert half_core.network.decoder.pred.weight.dtype == precision.dtype
+    half = run_core(half_core, frames, {0: golden["mask0"]})
+    for a, b in zip(fp32[1:], half[1:], strict=True):
         assert b.dtype == torch.float32
         assert (a - b).abs().max() < 0.1
         assert (a - b).abs().mean() < 0.01
@@ -213,3 +210,14 @@ def test_index_mask_equals_argmax_with_ties_to_the_first():
     assert out.dtype == np.uint8
     assert (out == expected).all()
     assert index_mask_from_probabilities(prob, [3, 7, 300]).dtype == np.int32
+
+
+def test_the_given_network_is_left_untouched(golden_model):
+    """The engine works on an inference copy: the caller's model keeps its dtype, BatchNorms and weights."""
+    before = {k: v.clone() for k, v in golden_model.state_dict().items()}
+    core = InferenceCore(golden_model, dataclasses.replace(GOLDEN_CONFIG, precision=Precision.BF16))
+    assert core.network is not golden_model
+    after = golden_model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert isinstance(golden_model.key_encoder.bn1, torch.nn.BatchNorm2d)
