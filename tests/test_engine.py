@@ -221,3 +221,12 @@ def test_the_given_network_is_left_untouched(golden_model):
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert isinstance(golden_model.key_encoder.bn1, torch.nn.BatchNorm2d)
+
+
+def test_a_frame_after_the_end_asks_for_reset(golden, golden_model):
+    core = InferenceCore(golden_model, GOLDEN_CONFIG)
+    core.step(golden["frames"][0], golden["mask0"], end=True)  # a one-frame video: nothing memorised
+    with pytest.raises(RuntimeError, match="reset"):
+        core.step(golden["frames"][1])
+    core.reset()
+    assert core.step(golden["frames"][1], golden["mask0"]).shape == (3, 96, 160)

@@ -145,8 +145,10 @@ class InferenceCore:
             self.memory.ensure_hidden(len(all_ids), key[0])
         elif prob_no_bg is not None:
             prob = prob[0]
-        else:  # a frame that needs no segmentation and has no mask cannot happen after the first
-            raise RuntimeError("internal error: nothing to segment on this frame")
+        else:  # objects are known but nothing was memorised: the video was ended with end=True
+            raise RuntimeError(
+                "no memory to segment from: the video was ended (end=True); call reset() first"
+            )
 
         if is_memory:
             hidden = self._hidden(len(self.objects), key)
