@@ -10,13 +10,20 @@ engine's object list. Nothing here grows with the number of frames once long-ter
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from xmem.config import MemoryConfig
-from xmem.memory.similarity import full_softmax, similarity, sparse_readout, topk_softmax, usage_of
+from xmem.memory.similarity import (
+    fold_memory,
+    fold_query,
+    full_softmax,
+    similarity,
+    sparse_readout,
+    topk_softmax,
+    usage_of,
+)
 from xmem.memory.store import MemoryStore
 
 
@@ -24,7 +31,7 @@ from xmem.memory.store import MemoryStore
 class _Readable:
     """Memory prepared for reading: folded keys of [long-term, working] and per-group column layout."""
 
-    keys: torch.Tensor  # (2Ck+1)×N, see MemoryManager._fold_keys
+    keys: torch.Tensor  # (2Ck+1)×N, see similarity.fold_memory
     long_size: int
     work_size: int
 
@@ -70,18 +77,12 @@ class MemoryManager:
         self.hidden = hidden.float()
 
     # -- reading -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _fold_keys(key: torch.Tensor, shrinkage: torch.Tensor) -> torch.Tensor:
-        # S = -s/√C · Σ_c e (k - q)² = [q·e; e; Σ e q²]ᵀ · [2k·s'; -k²·s'; -s'] with s' = s/√C
-        scale = shrinkage / math.sqrt(key.shape[0])
-        return torch.cat([2 * key * scale, -key.pow(2) * scale, -scale[None]], dim=0)
-
     def _prepare(self) -> _Readable:
         if self._readable is None:
             stores = [s for s in (self.long, self.work) if s.size > 0]
             keys = torch.cat([s.key for s in stores], dim=1)  # type: ignore[misc]
             shrinkage = torch.cat([s.shrinkage for s in stores])  # type: ignore[misc]
-            self._readable = _Readable(self._fold_keys(keys, shrinkage), self.long.size, self.work.size)
+            self._readable = _Readable(fold_memory(keys, shrinkage), self.long.size, self.work.size)
         return self._readable
 
     def _changed(self) -> None:
@@ -97,9 +98,7 @@ class MemoryManager:
             raise RuntimeError("memory is empty: give a mask before asking for a segmentation")
         mem = self._prepare()
         h, w = query_key.shape[-2:]
-        q = query_key.flatten(1).float()  # Ck×M
-        e = selection.flatten(1).float()
-        q_terms = torch.cat([q * e, e, (e * q.pow(2)).sum(0, keepdim=True)], dim=0)  # (2Ck+1)×M
+        q_terms = fold_query(query_key.flatten(1).float(), selection.flatten(1).float())  # (2Ck+1)×M
         sim = q_terms.t() @ mem.keys  # M×N
         lsize = mem.long_size
         top_k = self.config.top_k
@@ -258,8 +257,8 @@ class MemoryManager:
         for store in (self.work, self.long):
             store.trim_uncovered()
         if not self.groups:
-            self.work = MemoryStore(count_usage=self.work.count_usage)
-            self.long = MemoryStore(count_usage=self.long.count_usage)
+            self.work.clear()
+            self.long.clear()
             self.frame_elements = None
         self._changed()
 

@@ -14,6 +14,24 @@ import torch
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
+def fold_memory(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None) -> torch.Tensor:
+    """Memory side of the folded similarity: [2k·s'; -k²·s'; -s'] with s' = s/√C, (2Ck+1)×N.
+
+    With :func:`fold_query`, S = fold_query(q, e)ᵀ · fold_memory(k, s) is the anisotropic L2 similarity
+    S[j, i] = -s_i · Σ_c e_cj (k_ci - q_cj)² / √C in a single matrix product (the query's own term does
+    not cancel: each memory element has its own shrinkage).
+    """
+    scale = 1 / math.sqrt(mem_key.shape[0])
+    scale = mem_shrinkage * scale if mem_shrinkage is not None else torch.full_like(mem_key[0], scale)
+    return torch.cat([2 * mem_key * scale, -mem_key.pow(2) * scale, -scale[None]], dim=0)
+
+
+def fold_query(query_key: torch.Tensor, query_selection: torch.Tensor) -> torch.Tensor:
+    """Query side of the folded similarity: [q·e; e; Σ_c e q²], (2Ck+1)×M."""
+    q, e = query_key, query_selection
+    return torch.cat([q * e, e, (e * q.pow(2)).sum(0, keepdim=True)], dim=0)
+
+
 def similarity(
     mem_key: torch.Tensor,
     mem_shrinkage: torch.Tensor | None,
@@ -24,19 +42,14 @@ def similarity(
 
     ``mem_key`` Ck×N, ``mem_shrinkage`` N (or None: 1), ``query_key`` / ``query_selection`` Ck×M.
     Without a selection the query's own squared norm is dropped (it is the same for every memory
-    element, as in STCN). The expansion takes a single matrix product.
+    element, as in STCN).
     """
-    ck = mem_key.shape[0]
     if query_selection is not None:
-        q_terms = torch.cat([query_key * query_selection, query_selection], dim=0)  # 2Ck×M
-        k_terms = torch.cat([2 * mem_key, -mem_key.pow(2)], dim=0)  # 2Ck×N
-        q_sq = (query_selection * query_key.pow(2)).sum(0)  # M
-        sim = q_terms.t() @ k_terms - q_sq[:, None]  # M×N
-    else:
-        sim = 2 * (query_key.t() @ mem_key) - mem_key.pow(2).sum(0)[None, :]
+        return fold_query(query_key, query_selection).t() @ fold_memory(mem_key, mem_shrinkage)
+    sim = 2 * (query_key.t() @ mem_key) - mem_key.pow(2).sum(0)[None, :]
     if mem_shrinkage is not None:
-        return sim * (mem_shrinkage / math.sqrt(ck))[None, :]
-    return sim / math.sqrt(ck)
+        return sim * (mem_shrinkage / math.sqrt(mem_key.shape[0]))[None, :]
+    return sim / math.sqrt(mem_key.shape[0])
 
 
 def topk_softmax(sim: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,10 @@ NEW_LIFE = 1e-7  # life of an element that joins a store; keeps usage / life fin
 class MemoryStore:
     def __init__(self, *, count_usage: bool) -> None:
         self.count_usage = count_usage
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every element."""
         self.key: torch.Tensor | None = None  # Ck×N
         self.shrinkage: torch.Tensor | None = None  # N
         self.selection: torch.Tensor | None = None  # Ck×N (working memory only)
@@ -129,4 +133,4 @@ class MemoryStore:
             mask[self.size - covered :] = True
             self.keep(mask)
         if self.size == 0:
-            self.__init__(count_usage=self.count_usage)  # type: ignore[misc]
+            self.clear()

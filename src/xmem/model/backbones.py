@@ -53,7 +53,6 @@ class ResNetTrunk(nn.Module):
         self.add_module(layer1_name, _make_layer(block, 64, 64, layers[0], 1))
         self.layer2 = _make_layer(block, 64 * block.expansion, 128, layers[1], 2)
         self.layer3 = _make_layer(block, 128 * block.expansion, 256, layers[2], 2)
-        self.out_dims = (64 * block.expansion, 128 * block.expansion, 256 * block.expansion)  # f4, f8, f16
         _init_resnet(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -26,23 +26,6 @@ from xmem.model.modules import (
 F16_DIM, F8_DIM, F4_DIM = 1024, 512, 256  # ResNet-50 widths at strides 16 / 8 / 4
 
 
-class KeyEncoder(nn.Module):
-    """ResNet-50 up to layer3: an image B×3×H×W to f16 (1024 ch), f8 (512), f4 (256)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        trunk = resnet50_trunk(layer1_name="res2")
-        self.conv1, self.bn1, self.maxpool = trunk.conv1, trunk.bn1, trunk.maxpool
-        self.res2, self.layer2, self.layer3 = trunk.res2, trunk.layer2, trunk.layer3
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.maxpool(F.relu(self.bn1(self.conv1(image))))
-        f4 = self.res2(x)
-        f8 = self.layer2(f4)
-        f16 = self.layer3(f8)
-        return f16, f8, f4
-
-
 class ValueEncoder(nn.Module):
     """ResNet-18 up to layer3 on [image, object mask, other objects], fused with f16; deep update.
 
@@ -131,7 +114,7 @@ class XMem(nn.Module):
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
-        self.key_encoder = KeyEncoder()
+        self.key_encoder = resnet50_trunk(layer1_name="res2")  # f16, f8, f4; ResNet-50 up to layer3
         self.value_encoder = ValueEncoder(self.config.value_dim, self.config.hidden_dim)
         self.key_proj = KeyProjection(F16_DIM, self.config.key_dim)
         self.decoder = Decoder(self.config.value_dim, self.config.hidden_dim)
