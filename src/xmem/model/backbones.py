@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from xmem.model.ops import conv
+
 
 def _make_layer(block: type[BasicBlock | Bottleneck], in_dim: int, planes: int, blocks: int, stride: int):
     downsample = None
@@ -57,11 +59,35 @@ class ResNetTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # x: B×Cin×H×W -> f16, f8, f4
-        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-        f4 = self._modules[self._layer1_name](x)
-        f8 = self.layer2(f4)
-        f16 = self.layer3(f8)
+        if _folded(self):
+            x = self.maxpool(conv(x, self.conv1, relu=True))
+        else:
+            x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        f4 = _run_stage(self._modules[self._layer1_name], x)
+        f8 = _run_stage(self.layer2, f4)
+        f16 = _run_stage(self.layer3, f8)
         return f16, f8, f4
+
+
+def _folded(module: nn.Module) -> bool:
+    """Whether the module's BatchNorms were folded into its convolutions (an inference copy)."""
+    return isinstance(module.bn1, nn.Identity)
+
+
+def _run_stage(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    for block in stage:
+        x = _run_block(block, x) if _folded(block) else block(x)
+    return x
+
+
+def _run_block(block: BasicBlock | Bottleneck, x: torch.Tensor) -> torch.Tensor:
+    """A residual block whose BatchNorms are folded, with ReLUs and the residual add fused into its convs."""
+    identity = x if block.downsample is None else conv(x, block.downsample[0])
+    out = conv(x, block.conv1, relu=True)
+    if isinstance(block, Bottleneck):
+        out = conv(out, block.conv2, relu=True)
+        return conv(out, block.conv3, relu=True, add=identity)
+    return conv(out, block.conv2, relu=True, add=identity)
 
 
 def resnet50_trunk(layer1_name: str = "res2") -> ResNetTrunk:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmem.model.ops import conv, conv2d
+
 
 def _conv3x3(in_dim: int, out_dim: int) -> nn.Conv2d:
     return nn.Conv2d(in_dim, out_dim, kernel_size=3, padding=1)
@@ -58,9 +60,9 @@ class ResBlock(nn.Module):
         self.downsample = _conv3x3(in_dim, out_dim) if in_dim != out_dim else None
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
-        # g: (B*N)×C×H×W. In-place ops only on fresh conv outputs (autograd-safe, no new allocations).
-        out = self.conv2(F.relu(self.conv1(F.relu(g)), inplace=True))
-        return out.add_(self.downsample(g) if self.downsample is not None else g)
+        # g: (B*N)×C×H×W. The ReLU after conv1 and the residual add are fused into the convs.
+        out = conv(F.relu(g), self.conv1, relu=True)
+        return conv(out, self.conv2, add=conv(g, self.downsample) if self.downsample is not None else g)
 
 
 class SplitResBlock(ResBlock):
@@ -86,15 +88,15 @@ class SplitResBlock(ResBlock):
         b, n = g.shape[:2]
         g_flat = g.flatten(0, 1)
         w1x, w1g = self._split1.parts(self)
-        x1 = F.conv2d(F.relu(x), w1x, self.conv1.bias, padding=1)  # B×Cout×H×W
-        g1 = F.conv2d(F.relu(g_flat), w1g, None, padding=1)
+        x1 = conv2d(F.relu(x), w1x, self.conv1.bias, padding=1)  # B×Cout×H×W
+        g1 = conv2d(F.relu(g_flat), w1g, None, padding=1)
         out = g1.unflatten(0, (b, n)).add_(x1.unsqueeze(1)).flatten(0, 1)
-        out = self.conv2(F.relu(out, inplace=True))
         assert self.downsample is not None
         wdx, wdg = self._split_ds.parts(self)
-        xd = F.conv2d(x, wdx, self.downsample.bias, padding=1)
-        gd = F.conv2d(g_flat, wdg, None, padding=1)
-        out.add_(gd).unflatten(0, (b, n)).add_(xd.unsqueeze(1))
+        xd = conv2d(x, wdx, self.downsample.bias, padding=1)
+        gd = conv2d(g_flat, wdg, None, padding=1)
+        out = conv(F.relu(out, inplace=True), self.conv2, add=gd)
+        out.unflatten(0, (b, n)).add_(xd.unsqueeze(1))
         return out.unflatten(0, (b, n))
 
 
@@ -192,7 +194,7 @@ class HiddenReinforcer(nn.Module):
         return _gated_update(values, h, self.hidden_dim)
 
 
-def _area_downsample(g: torch.Tensor, factor: int) -> torch.Tensor:
+def area_downsample(g: torch.Tensor, factor: int) -> torch.Tensor:
     # g: (B*N)×C×H×W
     return F.interpolate(g, scale_factor=1 / factor, mode="area")
 
@@ -208,10 +210,14 @@ class HiddenUpdater(nn.Module):
         self.g4_conv = nn.Conv2d(g_dims[2], mid_dim, kernel_size=1)
         self.transform = _conv3x3(mid_dim + hidden_dim, hidden_dim * 3)
 
-    def forward(self, g16: torch.Tensor, g8: torch.Tensor, g4: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        # g16, g8, g4 (g4 with the logit appended): (B*N)×C×H×W at strides 16/8/4; h: B×N×Ch×H16×W16
+    def forward(
+        self, g16: torch.Tensor, g8: torch.Tensor, g4_16: torch.Tensor, h: torch.Tensor
+    ) -> torch.Tensor:
+        # g16, g8: (B*N)×C×H×W at strides 16 / 8; g4_16: cat[g4, logit] area-downsampled from stride 4 to
+        # 16 (the decoder downsamples before its in-place ReLU of g4); h: B×N×Ch×H16×W16
         b, n = h.shape[:2]
-        x = self.g16_conv(g16) + self.g8_conv(_area_downsample(g8, 2)) + self.g4_conv(_area_downsample(g4, 4))
+        x = conv(area_downsample(g8, 2), self.g8_conv, add=self.g16_conv(g16))
+        x = conv(g4_16, self.g4_conv, add=x)
         values = self.transform(torch.cat([x, h.flatten(0, 1)], dim=1)).unflatten(0, (b, n))
         return _gated_update(values, h, self.hidden_dim)
 
@@ -226,7 +232,7 @@ class UpsampleBlock(nn.Module):
 
     def forward(self, skip: torch.Tensor, g: torch.Tensor, num_objects: int) -> torch.Tensor:
         # skip: B×Cs×2H×2W (image), g: (B*N)×Cu×H×W -> (B*N)×Cout×2H×2W
-        skip = self.skip_conv(skip)
+        skip = conv(skip, self.skip_conv)
         g = F.interpolate(g, scale_factor=2.0, mode="bilinear", align_corners=False)
         g.unflatten(0, (-1, num_objects)).add_(skip.unsqueeze(1))
         return self.out_conv(g)

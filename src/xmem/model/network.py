@@ -21,6 +21,7 @@ from xmem.model.modules import (
     SplitResBlock,
     UpsampleBlock,
     aggregate,
+    area_downsample,
 )
 
 F16_DIM, F8_DIM, F4_DIM = 1024, 512, 256  # ResNet-50 widths at strides 16 / 8 / 4
@@ -100,10 +101,14 @@ class Decoder(nn.Module):
         g16 = self.fuser(f16, g).flatten(0, 1)  # (B*N)×512×H16×W16
         g8 = self.up_16_8(f8, g16, n)  # (B*N)×256×H8×W8
         g4 = self.up_8_4(f4, g8, n)  # (B*N)×256×H4×W4
-        logits = self.pred(F.relu(g4))  # (B*N)×1×H4×W4
+        want_hidden = update_hidden and self.hidden_update is not None and hidden is not None
+        g4_16 = area_downsample(g4, 4) if want_hidden else None  # before g4 is overwritten by its ReLU
+        logits = self.pred(F.relu(g4, inplace=not torch.is_grad_enabled()))  # (B*N)×1×H4×W4
         new_hidden = None
-        if update_hidden and self.hidden_update is not None and hidden is not None:
-            new_hidden = self.hidden_update(g16, g8, torch.cat([g4, logits], dim=1), hidden)
+        if want_hidden:
+            assert self.hidden_update is not None and g4_16 is not None and hidden is not None
+            g4_16 = torch.cat([g4_16, area_downsample(logits, 4)], dim=1)  # area pooling is per channel
+            new_hidden = self.hidden_update(g16, g8, g4_16, hidden)
         logits = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
         return new_hidden, logits.view(b, n, *logits.shape[-2:])
 

@@ -1,0 +1,73 @@
+"""Convolutions with their ReLU / residual add fused in, for inference on the CPU.
+
+``conv2d(x, weight, bias, ..., relu=..., add=...)`` computes ``relu?(conv(x) + add)``. On the CPU without
+autograd (the inference copy runs under ``torch.inference_mode``), in fp32 or bf16, it runs as one oneDNN
+convolution with the add and the ReLU as post-ops, which saves one or two passes over the output; the
+numbers are those of the unfused ops (in fp32 bit for bit). Everywhere else it is the plain sequence.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_FUSED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+@functools.cache
+def _pointwise_ops():
+    """The oneDNN fused-convolution ops of this PyTorch build, or None."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    ops = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+    if ops is None or not hasattr(ops, "binary"):
+        return None
+    return ops
+
+
+def _fusable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype in _FUSED_DTYPES
+        and weight.dtype == x.dtype
+        and x.ndim == 4
+        and not torch.is_grad_enabled()
+        and _pointwise_ops() is not None
+    )
+
+
+def _pair(v: int | tuple[int, ...]) -> list[int]:
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    stride: int | tuple[int, ...] = 1,
+    padding: int | tuple[int, ...] = 0,
+    relu: bool = False,
+    add: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``relu?(conv2d(x, weight, bias) + add)`` (``add``: a tensor of the output's shape)."""
+    if _fusable(x, weight) and (add is None or (add.shape[0] == x.shape[0] and add.dtype == x.dtype)):
+        ops = _pointwise_ops()
+        args = (_pair(padding), _pair(stride), [1, 1], 1)
+        if add is None:
+            return ops(x, weight, bias, *args, "relu" if relu else "none", [None], "")
+        if x.is_contiguous(memory_format=torch.channels_last):
+            add = add.contiguous(memory_format=torch.channels_last)
+        return ops.binary(x, add, weight, bias, *args, "add", None, "relu" if relu else None, [], None)
+    out = F.conv2d(x, weight, bias, stride=stride, padding=padding)
+    if add is not None:
+        out.add_(add)  # in place on a fresh output: safe under autograd too
+    return F.relu(out, inplace=True) if relu else out
+
+
+def conv(x: torch.Tensor, layer: nn.Conv2d, *, relu: bool = False, add: torch.Tensor | None = None):
+    """:func:`conv2d` with the weights and geometry of ``layer`` (groups 1, dilation 1)."""
+    return conv2d(x, layer.weight, layer.bias, stride=layer.stride, padding=layer.padding, relu=relu, add=add)
