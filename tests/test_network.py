@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xmem.config import ModelConfig
+from xmem.config import ModelConfig, Precision
 from xmem.model.golden import golden_rule_model
 from xmem.model.modules import FeatureFusionBlock, HiddenReinforcer, SplitResBlock, aggregate
 from xmem.model.network import XMem
@@ -507,3 +507,42 @@ def test_frozen_split_weights_follow_to_and_stay_out_of_the_state_dict() -> None
         torch.testing.assert_close(
             block.forward_split(x.double(), g.double()), live.double(), atol=1e-5, rtol=1e-5
         )
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_inference_copy_fused_ops_equal_the_plain_ops(
+    model: XMem, image: torch.Tensor, fmt, monkeypatch
+) -> None:
+    """The inference copy (BatchNorm folded) under inference_mode runs its convolutions with the ReLU /
+    residual add fused (oneDNN post-ops on the CPU): the results equal the unfused ops up to float
+    rounding (oneDNN may pick another kernel for a fused op), and match the training-mode network."""
+    from xmem.inference.core import prepare_network
+    from xmem.model import ops
+
+    assert ops._pointwise_ops() is not None, "this PyTorch build has no fused oneDNN convolutions"
+    net = prepare_network(model, torch.device("cpu"), Precision.FP32).to(memory_format=fmt)
+    calls = {"fused": 0}
+    fused_impl = ops._pointwise_ops()
+
+    class Counting:
+        def __call__(self, *args):
+            calls["fused"] += 1
+            return fused_impl(*args)
+
+        def binary(self, *args):
+            calls["fused"] += 1
+            return fused_impl.binary(*args)
+
+    with torch.inference_mode():
+        fused = _run_all(net, image.contiguous(memory_format=fmt))
+        monkeypatch.setattr(ops, "_fusable", lambda x, w: False)
+        plain = _run_all(net, image.contiguous(memory_format=fmt))
+    monkeypatch.undo()
+    monkeypatch.setattr(ops, "_pointwise_ops", Counting)
+    with torch.inference_mode():
+        _run_all(net, image.contiguous(memory_format=fmt))
+    assert calls["fused"] > 50  # the key encoder, value encoder and decoder all took the fused path
+    for name, expected in plain.items():
+        assert_close_rel(fused[name], expected, rtol=1e-5, msg=name)
+    for name, expected in _run_all(model, image).items():  # folded BN, fused ops vs the plain network
+        assert_close_rel(fused[name], expected, msg=name)

@@ -3,7 +3,7 @@
 ``conv2d(x, weight, bias, ..., relu=..., add=...)`` computes ``relu?(conv(x) + add)``. On the CPU without
 autograd (the inference copy runs under ``torch.inference_mode``), in fp32 or bf16, it runs as one oneDNN
 convolution with the add and the ReLU as post-ops, which saves one or two passes over the output; the
-numbers are those of the unfused ops (in fp32 bit for bit). Everywhere else it is the plain sequence.
+numbers are those of the unfused ops up to float rounding. Everywhere else it is the plain sequence.
 """
 
 from __future__ import annotations
