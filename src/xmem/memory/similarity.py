@@ -20,16 +20,18 @@ def fold_memory(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None) -> to
     With :func:`fold_query`, S = fold_query(q, e)ᵀ · fold_memory(k, s) is the anisotropic L2 similarity
     S[j, i] = -s_i · Σ_c e_cj (k_ci - q_cj)² / √C in a single matrix product (the query's own term does
     not cancel: each memory element has its own shrinkage).
+    Leading batch dimensions are allowed (``mem_key`` …×Ck×N, ``mem_shrinkage`` …×N).
     """
-    scale = 1 / math.sqrt(mem_key.shape[0])
-    scale = mem_shrinkage * scale if mem_shrinkage is not None else torch.full_like(mem_key[0], scale)
-    return torch.cat([2 * mem_key * scale, -mem_key.pow(2) * scale, -scale[None]], dim=0)
+    scale = 1 / math.sqrt(mem_key.shape[-2])
+    scale = mem_shrinkage * scale if mem_shrinkage is not None else torch.full_like(mem_key[..., 0, :], scale)
+    scale = scale.unsqueeze(-2)  # …×1×N
+    return torch.cat([2 * mem_key * scale, -mem_key.pow(2) * scale, -scale], dim=-2)
 
 
 def fold_query(query_key: torch.Tensor, query_selection: torch.Tensor) -> torch.Tensor:
-    """Query side of the folded similarity: [q·e; e; Σ_c e q²], (2Ck+1)×M."""
+    """Query side of the folded similarity: [q·e; e; Σ_c e q²], (2Ck+1)×M (leading batch dims allowed)."""
     q, e = query_key, query_selection
-    return torch.cat([q * e, e, (e * q.pow(2)).sum(0, keepdim=True)], dim=0)
+    return torch.cat([q * e, e, (e * q.pow(2)).sum(-2, keepdim=True)], dim=-2)
 
 
 def similarity(
@@ -40,16 +42,17 @@ def similarity(
 ) -> torch.Tensor:
     """S[j, i] = -s_i · Σ_c e_cj (k_ci - q_cj)² / √C, as an M×N tensor.
 
-    ``mem_key`` Ck×N, ``mem_shrinkage`` N (or None: 1), ``query_key`` / ``query_selection`` Ck×M.
+    ``mem_key`` Ck×N, ``mem_shrinkage`` N (or None: 1), ``query_key`` / ``query_selection`` Ck×M, all with
+    the same optional leading batch dimensions (then the result is …×M×N).
     Without a selection the query's own squared norm is dropped (it is the same for every memory
     element, as in STCN).
     """
     if query_selection is not None:
-        return fold_query(query_key, query_selection).t() @ fold_memory(mem_key, mem_shrinkage)
-    sim = 2 * (query_key.t() @ mem_key) - mem_key.pow(2).sum(0)[None, :]
+        return fold_query(query_key, query_selection).transpose(-1, -2) @ fold_memory(mem_key, mem_shrinkage)
+    sim = 2 * (query_key.transpose(-1, -2) @ mem_key) - mem_key.pow(2).sum(-2, keepdim=True)
     if mem_shrinkage is not None:
-        return sim * (mem_shrinkage / math.sqrt(mem_key.shape[0]))[None, :]
-    return sim / math.sqrt(mem_key.shape[0])
+        return sim * (mem_shrinkage / math.sqrt(mem_key.shape[-2])).unsqueeze(-2)
+    return sim / math.sqrt(mem_key.shape[-2])
 
 
 def topk_softmax(sim: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -98,13 +98,34 @@ def resnet18_trunk(in_channels: int) -> ResNetTrunk:
     return ResNetTrunk(BasicBlock, (2, 2, 2), in_channels=in_channels)
 
 
+def _imagenet_state(path: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: ImageNet weights file not found") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable torchvision state_dict ({exc})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a torchvision state_dict")
+    return state
+
+
+def load_imagenet_into_value_encoder(encoder: nn.Module, path: str | Path) -> None:
+    """Initialise the value encoder's ResNet-18 parts (conv1, bn1, layer1-3) from a local torchvision
+    ``resnet18-*.pth``; the mask channels of conv1 start at zero. Never downloads."""
+    trunk = resnet18_trunk(in_channels=encoder.conv1.weight.shape[1])
+    load_imagenet_into_trunk(trunk, path)
+    for name in ("conv1", "bn1", "layer1", "layer2", "layer3"):
+        getattr(encoder, name).load_state_dict(getattr(trunk, name).state_dict())
+
+
 def load_imagenet_into_trunk(trunk: ResNetTrunk, path: str | Path) -> None:
     """Initialise a trunk from a local torchvision ImageNet state_dict file (``resnet50-*.pth``).
 
     Extra input channels of ``conv1`` (masks in the value encoder) start at zero; ``layer4``/``fc`` are
     ignored. Never downloads.
     """
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    state = _imagenet_state(path)
     own = trunk.state_dict()
     renamed = {}
     for name, tensor in state.items():

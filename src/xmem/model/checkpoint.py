@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -10,7 +12,11 @@ from pathlib import Path
 import torch
 
 from xmem.config import ModelConfig
+from xmem.io.atomic import atomic_write
 from xmem.model.network import XMem
+
+SAFETENSORS_CONFIG_KEY = "xmem_model_config"
+SAFETENSORS_INFO_KEY = "xmem_info"
 
 KEY_DIM_KEY = "key_proj.key_proj.weight"
 VALUE_DIM_KEY = "value_encoder.fuser.block2.conv2.weight"
@@ -102,8 +108,70 @@ def load_state_dict_strict(
     model.load_state_dict(state, strict=True)
 
 
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
+    """Weights, model config and provenance (``info``) of an xmem ``.safetensors`` file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({exc})") from None
+    if SAFETENSORS_CONFIG_KEY not in metadata:
+        raise CheckpointError(f"{path}: no xmem model config in the file's metadata (not written by xmem?)")
+    try:
+        config = ModelConfig(**json.loads(metadata[SAFETENSORS_CONFIG_KEY]))
+        info = json.loads(metadata.get(SAFETENSORS_INFO_KEY, "{}"))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable model config in the metadata ({exc})") from None
+    return state, config, info
+
+
+def save_weights(model: XMem, path: str | Path, info: Mapping | None = None) -> None:
+    """Write the network's weights as ``.safetensors`` (model config and ``info`` in its metadata), and the
+    same config and info as a JSON file next to it; both atomically."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    config = json.dumps(dataclasses.asdict(model.config))
+    info_json = json.dumps(dict(info or {}), default=str)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = save(tensors, metadata={SAFETENSORS_CONFIG_KEY: config, SAFETENSORS_INFO_KEY: info_json})
+    with atomic_write(path) as f:
+        f.write(blob)
+    sidecar = {"model": dataclasses.asdict(model.config), "info": json.loads(info_json)}
+    with atomic_write(path.with_suffix(".json"), "w") as f:
+        json.dump(sidecar, f, indent=2)
+
+
+def export_released_format(model: XMem, path: str | Path) -> None:
+    """Write the weights as a plain ``state_dict`` ``.pth`` in the layout of the released checkpoints."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_write(path) as f:
+        torch.save(state, f)
+
+
+def _read_any(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    if Path(path).suffix == ".safetensors":
+        state, config, _ = read_safetensors(path)
+        return state, config
+    state = read_state_dict(path)
+    return state, config_from_state_dict(state, source=str(path))
+
+
+def load_weights_into(model: XMem, path: str | Path) -> None:
+    """Load weights from a ``.safetensors`` or ``.pth`` file into an existing network, strictly."""
+    state, _ = _read_any(path)
+    load_state_dict_strict(model, state, source=str(path))
+
+
 def load_model(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> XMem:
-    """Load an XMem network from a released checkpoint (e.g. ``XMem.pth``), in eval mode.
+    """Load an XMem network from a released checkpoint (e.g. ``XMem.pth``) or an xmem ``.safetensors``
+    file, in eval mode.
 
     Dimensions are read from the file; stage-0 and no-sensory checkpoints are accepted. A corrupt or
     mismatched file raises :class:`CheckpointError` with one clear message; a pickle that would need code
@@ -114,8 +182,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
             "no weights given: pass the path of an XMem checkpoint (e.g. XMem.pth); the embedded default "
             "model is not part of this release yet"
         )
-    state = read_state_dict(path)
-    config = config_from_state_dict(state, source=str(path))
+    state, config = _read_any(path)
     model = XMem(config)
     load_state_dict_strict(model, state, source=str(path))
     return model.eval().to(device)

@@ -161,12 +161,17 @@ class XMem(nn.Module):
         hidden: torch.Tensor | None,
         *,
         update_hidden: bool = True,
+        selector: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Decode a memory readout. Returns (new hidden or None, aggregated logits B×(N+1)×H×W,
-        probabilities B×(N+1)×H×W), background first."""
+        probabilities B×(N+1)×H×W), background first. ``selector`` (B×N, training batches padded to a fixed
+        number of objects) zeroes the probabilities of the padding slots before the aggregation."""
         f16, f8, f4 = features
         new_hidden, logits = self.decoder(f16, f8, f4, hidden, readout, update_hidden=update_hidden)
-        logits, prob = aggregate(torch.sigmoid(logits.float()), dim=1)
+        prob = torch.sigmoid(logits.float())
+        if selector is not None:
+            prob = prob * selector[:, :, None, None].to(prob.dtype)
+        logits, prob = aggregate(prob, dim=1)
         return new_hidden, logits, prob
 
     def freeze_split_weights(self) -> None:

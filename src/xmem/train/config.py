@@ -1,0 +1,145 @@
+"""Typed training configuration (REFERENCE.md §6), read from TOML by :func:`xmem.configio.load_config`.
+
+A run is a sequence of stages (static pretraining, main training, fine-tuning); each stage has its own
+data, length, optimiser schedule and loss schedule. The model and the precision are shared by the run.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xmem.config import ModelConfig
+from xmem.train.losses import LossConfig
+
+
+class TrainPrecision(enum.Enum):
+    """Numbers in the forward pass: fp32, or autocast to bf16 / fp16 (fp16 with gradient scaling, GPU
+    only). ``auto``: bf16 on a GPU that supports it, else fp16 on a GPU, fp32 on the CPU."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with a step schedule: the learning rate is multiplied by ``gamma`` at each of ``steps``."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.05
+    steps: tuple[int, ...] = ()
+    gamma: float = 0.1
+    grad_clip: float | None = None  # max global gradient norm (the reference does not clip)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0 or self.gamma <= 0:
+            raise ValueError(f"invalid optimiser settings: {self}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive, got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """Clips from synthetic composite videos (photographs with moving random-shape objects)."""
+
+    size: int = 384
+    video_length: int = 200
+    videos: int = 10000  # distinct composite videos (seeds) to draw clips from
+    objects: tuple[int, int] = (1, 3)
+    background_videos: tuple[Path, ...] = ()
+    weight: int = 1  # repeats of this source in the stage's mixture
+
+
+@dataclass(frozen=True)
+class StaticData:
+    """Static images with masks turned into short sequences by affine + thin-plate-spline warps.
+    ``root``: a folder of image / mask pairs; ``None``: the bundled photographs with random-shape masks."""
+
+    root: Path | None = None
+    size: int = 384
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class VideoData:
+    """Annotated videos in the DAVIS / YouTube-VOS layout (``root`` holds JPEGImages/ and Annotations/)."""
+
+    root: Path
+    size: int = 384
+    weight: int = 1  # the recipe repeats DAVIS 5 times next to YouTube-VOS
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The mixture of sources of a stage (each source is used when its table is given)."""
+
+    synthetic: SyntheticData | None = None
+    static: StaticData | None = None
+    videos: tuple[VideoData, ...] = ()
+    num_frames: int = 8
+    max_objects: int = 3
+    rotation_and_shear: bool = True  # off for the fine-tuning stage
+    max_skip: tuple[int, ...] = (5, 10, 15, 5)  # the skip curriculum's values ...
+    skip_switch: tuple[float, ...] = (0.1, 0.3, 0.9)  # ... switching at these fractions of the stage
+
+    def __post_init__(self) -> None:
+        if self.synthetic is None and self.static is None and not self.videos:
+            raise ValueError("a stage needs at least one data source (synthetic, static or videos)")
+        if self.num_frames < 2:
+            raise ValueError(f"num_frames must be at least 2, got {self.num_frames}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    iterations: int
+    data: DataConfig
+    batch_size: int = 8  # in total, over all processes
+    num_ref_frames: int = 3
+    deep_update_prob: float = 0.2
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.batch_size < 1 or self.num_ref_frames < 1:
+            raise ValueError(
+                f"stage {self.name!r}: iterations, batch_size and num_ref_frames must be positive"
+            )
+        if not 0 <= self.deep_update_prob <= 1:
+            raise ValueError(f"stage {self.name!r}: deep_update_prob must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Where the weights start: ImageNet trunks from local torchvision files (never downloaded), or the
+    weights of an earlier run (.safetensors or .pth)."""
+
+    key_backbone: Path | None = None  # torchvision resnet50 state_dict
+    value_backbone: Path | None = None  # torchvision resnet18 state_dict
+    weights: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stages: tuple[StageConfig, ...]
+    model: ModelConfig = field(default_factory=ModelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    precision: TrainPrecision = TrainPrecision.AUTO
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 2
+    save_every: int = 1000
+    log_every: int = 50
+    image_every: int = 500  # sample predictions to TensorBoard
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("a training run needs at least one stage")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        if self.save_every < 1 or self.log_every < 1:
+            raise ValueError("save_every and log_every must be positive")

@@ -1,0 +1,397 @@
+"""The trainer: stages of AdamW training on clips, DDP through torchrun, atomic checkpoints that resume
+bit for bit, TensorBoard logs and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from xmem.config import resolve_device
+from xmem.configio import to_dict
+from xmem.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from xmem.io.atomic import atomic_write
+from xmem.model.backbones import load_imagenet_into_trunk, load_imagenet_into_value_encoder
+from xmem.model.checkpoint import load_weights_into, save_weights
+from xmem.model.network import XMem
+from xmem.train.config import StageConfig, TrainConfig, TrainPrecision
+from xmem.train.forward import ClipOutput, clip_forward
+from xmem.train.losses import bootstrap_fraction, frame_loss
+
+log = logging.getLogger("xmem.train")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# settings that may change between a run and its resumption (they do not change the numbers)
+_RESUMABLE_CHANGES = ("num_workers", "log_every", "image_every", "save_every", "device")
+
+DatasetFactory = Callable[[StageConfig, int], Dataset]
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start or resume (the message says why)."""
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in a torchrun launch (world size 1 without torchrun)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device_name: str) -> DistributedContext:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        device = resolve_device(device_name)
+        if device.type == "cuda" and world > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return cls(rank, world, device)
+
+
+class ClipModel(nn.Module):
+    """The network with the clip-level training forward as its ``forward`` (what DDP wraps)."""
+
+    def __init__(self, network: XMem) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, frames, first_masks, valid, num_ref_frames: int, deep_update_prob: float, generator):
+        return clip_forward(
+            self.network,
+            frames,
+            first_masks,
+            valid,
+            num_ref_frames=num_ref_frames,
+            deep_update_prob=deep_update_prob,
+            generator=generator,
+        )
+
+
+def _step_seed(*keys: int) -> int:
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def normalize_clip(frames: torch.Tensor) -> torch.Tensor:
+    """B×T×3×H×W RGB in [0, 1] -> ImageNet-normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=frames.device).view(1, 1, 3, 1, 1)
+    return (frames - mean) / std
+
+
+class Trainer:
+    """Runs the stages of ``config`` in ``run_dir`` (checkpoint, logs, exported weights).
+
+    ``dataset_factory(stage, seed)`` builds a stage's dataset, indexed by :class:`xmem.data.ItemKey` (the
+    default builds it from the stage's data config).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        dataset_factory: DatasetFactory | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.ctx = DistributedContext.from_env(config.device)
+        self.show_progress = show_progress and self.ctx.is_main
+        if dataset_factory is None:
+            from xmem.train.data import build_stage_dataset
+
+            dataset_factory = build_stage_dataset
+        self.dataset_factory = dataset_factory
+        self.dtype = self._autocast_dtype()
+        self.network = XMem(config.model)
+        self.start_stage, self.start_iteration = 0, 0
+        self._resume_state: dict | None = None
+        if resume:
+            self._resume_state = self._load_checkpoint()
+        else:
+            self._initialise_weights()
+        self.network.to(self.ctx.device).eval()  # BatchNorm statistics stay frozen (as in the reference)
+        self.writer = None
+
+    # -- setup ---------------------------------------------------------------------------------------------
+    def _autocast_dtype(self) -> torch.dtype | None:
+        p, device = self.config.precision, self.ctx.device
+        if p is TrainPrecision.AUTO:
+            if device.type == "cuda":
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return None
+        if p is TrainPrecision.FP16 and device.type != "cuda":
+            raise TrainingError("fp16 training needs a CUDA GPU (use bf16 or fp32 on this device)")
+        return {
+            TrainPrecision.FP32: None,
+            TrainPrecision.BF16: torch.bfloat16,
+            TrainPrecision.FP16: torch.float16,
+        }[p]
+
+    def _initialise_weights(self) -> None:
+        torch.manual_seed(self.config.seed)
+        self.network = XMem(self.config.model)  # the same initial weights on every rank
+        init = self.config.init
+        if init.key_backbone is not None:
+            load_imagenet_into_trunk(self.network.key_encoder, init.key_backbone)
+        if init.value_backbone is not None:
+            load_imagenet_into_value_encoder(self.network.value_encoder, init.value_backbone)
+        if init.weights is not None:
+            load_weights_into(self.network, init.weights)
+
+    def _comparable(self, config_dict: dict) -> dict:
+        return {k: v for k, v in config_dict.items() if k not in _RESUMABLE_CHANGES}
+
+    def _load_checkpoint(self) -> dict:
+        path = self.run_dir / CHECKPOINT_NAME
+        if not path.is_file():
+            raise TrainingError(f"{path}: no checkpoint to resume from")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt or not a checkpoint
+            raise TrainingError(f"{path}: not a readable training checkpoint ({exc})") from None
+        if self._comparable(state["config"]) != self._comparable(
+            json.loads(json.dumps(to_dict(self.config)))
+        ):
+            raise TrainingError(
+                f"{path}: the checkpoint was written with another configuration; resume with the same config "
+                "(only num_workers, log_every, image_every, save_every and device may change)"
+            )
+        self.network.load_state_dict(state["model"])
+        self.start_stage, self.start_iteration = int(state["stage"]), int(state["iteration"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resuming stage %d at iteration %d from %s", self.start_stage, self.start_iteration, path)
+        return state
+
+    # -- the run -------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train every stage; returns the exported weights of the last stage."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.ctx.is_main:
+            (self.run_dir / "config.json").write_text(json.dumps(to_dict(self.config), indent=2))
+            self.writer = _tensorboard_writer(self.run_dir / "tensorboard")
+        exported = self.run_dir / f"{self.config.stages[-1].name}.safetensors"
+        try:
+            for index in range(self.start_stage, len(self.config.stages)):
+                exported = self._run_stage(index)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return exported
+
+    def _run_stage(self, index: int) -> Path:
+        stage = self.config.stages[index]
+        ctx = self.ctx
+        from xmem.data import ClipSampler, SkipCurriculum
+
+        dataset = self.dataset_factory(stage, self.config.seed + index)
+        start = self.start_iteration if index == self.start_stage else 0
+        sampler = ClipSampler(
+            len(dataset),
+            batch_size=stage.batch_size,
+            total_iterations=stage.iterations,
+            seed=_step_seed(self.config.seed, index),
+            curriculum=SkipCurriculum(stage.data.max_skip, stage.data.skip_switch),
+            start_iteration=start,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=stage.batch_size // ctx.world_size,
+            sampler=sampler,
+            num_workers=self.config.num_workers,
+            pin_memory=ctx.device.type == "cuda",
+        )
+        model: nn.Module = ClipModel(self.network)
+        if ctx.world_size > 1:
+            model = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                broadcast_buffers=False,
+                find_unused_parameters=True,
+            )
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=stage.optim.lr, weight_decay=stage.optim.weight_decay)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, list(stage.optim.steps), stage.optim.gamma
+        )
+        scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        if self._resume_state is not None and index == self.start_stage and start > 0:
+            optimizer.load_state_dict(self._resume_state["optimizer"])
+            scheduler.load_state_dict(self._resume_state["scheduler"])
+            if scaler is not None and self._resume_state.get("scaler") is not None:
+                scaler.load_state_dict(self._resume_state["scaler"])
+
+        bar = tqdm(
+            total=stage.iterations, initial=start, desc=stage.name, unit="it", disable=not self.show_progress,
+            dynamic_ncols=True,
+        )  # fmt: skip
+        iteration = start
+        tick, window = time.perf_counter(), []
+        for batch in loader:
+            stats = self._train_step(model, stage, index, iteration, batch, optimizer, scheduler, scaler)
+            iteration += 1
+            window.append(stats)
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{stats['loss']:.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}", refresh=False
+            )
+            if iteration % self.config.log_every == 0 or iteration == stage.iterations:
+                elapsed = time.perf_counter() - tick
+                self._log(stage, iteration, window, len(window) / max(elapsed, 1e-9), scheduler)
+                tick, window = time.perf_counter(), []
+            if self.writer is not None and iteration % self.config.image_every == 0:
+                self._log_images(stage, iteration, batch, stats.pop("output", None))
+            stats.pop("output", None)
+            if iteration % self.config.save_every == 0 or iteration == stage.iterations:
+                self._save_checkpoint(index, iteration, optimizer, scheduler, scaler)
+        bar.close()
+        if iteration < stage.iterations:
+            raise TrainingError(f"stage {stage.name!r}: the data ran out at iteration {iteration}")
+        return self._export(stage, index)
+
+    def _train_step(self, model, stage, index, iteration, batch, optimizer, scheduler, scaler) -> dict:
+        device = self.ctx.device
+        frames = normalize_clip(batch["frames"].to(device, non_blocking=True))
+        masks = batch["masks"].to(device, non_blocking=True)
+        first_masks = batch["first_masks"].to(device, non_blocking=True)
+        valid = batch["valid"].to(device, non_blocking=True)
+        num_objects = valid.sum(1)
+        generator = torch.Generator().manual_seed(
+            _step_seed(self.config.seed, index, iteration, self.ctx.rank)
+        )
+        fraction = bootstrap_fraction(stage.loss, iteration)
+        autocast = (
+            torch.autocast(device_type=device.type, dtype=self.dtype)
+            if self.dtype is not None
+            else nullcontext()
+        )
+        with autocast:
+            out: ClipOutput = model(
+                frames, first_masks, valid, stage.num_ref_frames, stage.deep_update_prob, generator
+            )
+        total = torch.zeros((), device=device)
+        ce_sum = dice_sum = 0.0
+        for t, (logits, prob) in enumerate(zip(out.logits, out.probs, strict=True), start=1):
+            loss, ce, dice = frame_loss(
+                logits.float(), prob.float(), masks[:, t], num_objects, fraction, stage.loss
+            )
+            total = total + loss
+            ce_sum += float(ce.detach())
+            dice_sum += float(dice.detach())
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+        else:
+            total.backward()
+        grad_norm = float("nan")
+        if stage.optim.grad_clip is not None:
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(self.network.parameters(), stage.optim.grad_clip)
+            )
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        frames_scored = max(1, len(out.logits))
+        return {
+            "loss": float(total.detach()),
+            "ce": ce_sum / frames_scored,
+            "dice": dice_sum / frames_scored,
+            "p": fraction,
+            "grad_norm": grad_norm,
+            "output": out,
+        }
+
+    # -- logging -------------------------------------------------------------------------------------------
+    def _log(self, stage, iteration, window, its, scheduler) -> None:
+        means = {k: float(np.mean([w[k] for w in window])) for k in ("loss", "ce", "dice", "p", "grad_norm")}
+        if self.ctx.is_main:
+            log.info(
+                "%s %d/%d: loss %.4f (ce %.4f, dice %.4f, p %.2f), lr %.2e, %.2f it/s",
+                stage.name, iteration, stage.iterations, means["loss"], means["ce"], means["dice"], means["p"],
+                scheduler.get_last_lr()[0], its,
+            )  # fmt: skip
+            with open(self.run_dir / "log.jsonl", "a") as f:
+                f.write(
+                    json.dumps({"stage": stage.name, "iteration": iteration, "it_per_s": its, **means}) + "\n"
+                )
+        if self.writer is not None:
+            for k, v in means.items():
+                if not math.isnan(v):
+                    self.writer.add_scalar(f"{stage.name}/{k}", v, iteration)
+            self.writer.add_scalar(f"{stage.name}/lr", scheduler.get_last_lr()[0], iteration)
+            self.writer.add_scalar(f"{stage.name}/it_per_s", its, iteration)
+
+    def _log_images(self, stage, iteration, batch, out: ClipOutput | None) -> None:
+        if out is None:
+            return
+        from xmem.train.visual import clip_panel
+
+        panel = clip_panel(batch["frames"][0], batch["masks"][0], [p[0].detach().cpu() for p in out.probs])
+        self.writer.add_image(f"{stage.name}/predictions", panel, iteration, dataformats="HWC")
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def _save_checkpoint(self, index, iteration, optimizer, scheduler, scaler) -> None:
+        if not self.ctx.is_main:
+            return
+        stage_index, next_iteration = index, iteration
+        if iteration == self.config.stages[index].iterations:  # a finished stage resumes at the next one
+            stage_index, next_iteration = index + 1, 0
+        state = {
+            "model": self.network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "stage": stage_index,
+            "iteration": next_iteration,
+            "config": json.loads(json.dumps(to_dict(self.config))),
+            "torch_rng": torch.get_rng_state(),
+        }
+        with atomic_write(self.run_dir / CHECKPOINT_NAME) as f:
+            torch.save(state, f)
+
+    def _export(self, stage: StageConfig, index: int) -> Path:
+        path = self.run_dir / f"{stage.name}.safetensors"
+        if self.ctx.is_main:
+            info = {"stage": stage.name, "iterations": stage.iterations, "training": to_dict(self.config)}
+            save_weights(self.network, path, info)
+            log.info("stage %s done: weights in %s", stage.name, path)
+        if self.ctx.world_size > 1:
+            dist.barrier()
+        return path
+
+
+def _tensorboard_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed (pip install 'xmem-vos[train]'): no TensorBoard logs")
+        return None
+    return SummaryWriter(str(folder))
