@@ -1,0 +1,104 @@
+"""Typed TOML configs with key=value overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xmem.configio import ConfigError, apply_overrides, load_config, to_dict
+from xmem.train.config import TrainConfig, TrainPrecision
+
+TOML = """
+seed = 3
+precision = "fp32"
+
+[model]
+key_dim = 16
+value_dim = 32
+hidden_dim = 8
+
+[[stages]]
+name = "static"
+iterations = 10
+batch_size = 2
+[stages.data]
+num_frames = 3
+[stages.data.static]
+size = 64
+
+[[stages]]
+name = "main"
+iterations = 20
+[stages.data.synthetic]
+size = 64
+objects = [1, 2]
+[stages.optim]
+lr = 1e-4
+steps = [15]
+"""
+
+
+def write(tmp_path: Path, text: str = TOML) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_nested_config_is_built_with_types(tmp_path: Path) -> None:
+    cfg = load_config(TrainConfig, write(tmp_path))
+    assert cfg.seed == 3 and cfg.precision is TrainPrecision.FP32
+    assert cfg.model.value_dim == 32
+    assert [s.name for s in cfg.stages] == ["static", "main"]
+    assert cfg.stages[0].data.static is not None and cfg.stages[0].data.static.size == 64
+    assert cfg.stages[0].data.static.root is None
+    assert cfg.stages[1].data.synthetic.objects == (1, 2)
+    assert cfg.stages[1].optim.lr == 1e-4 and cfg.stages[1].optim.steps == (15,)
+    assert cfg.stages[1].optim.weight_decay == 0.05  # the recipe's default
+
+
+def test_overrides_change_values_with_toml_types(tmp_path: Path) -> None:
+    cfg = load_config(
+        TrainConfig,
+        write(tmp_path),
+        ["seed=7", "stages.1.optim.lr=3e-5", "stages.0.data.static.root=/data/static", 'device="cpu"'],
+    )
+    assert cfg.seed == 7 and cfg.stages[1].optim.lr == 3e-5 and cfg.device == "cpu"
+    assert cfg.stages[0].data.static.root == Path("/data/static")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["sede=1"], "unknown key(s) sede"),
+        (["stages.0.batch_size=two"], "stages.0.batch_size: expected an integer"),
+        (["precision=fp64"], "precision: 'fp64' is not one of"),
+        (["stages.5.iterations=1"], "no item 5"),
+        (["seed"], "not of the form key=value"),
+        (["stages.0.iterations=0"], "iterations, batch_size and num_ref_frames must be positive"),
+    ],
+)
+def test_bad_keys_and_values_are_named(tmp_path: Path, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=r"run\.toml") as info:
+        load_config(TrainConfig, write(tmp_path), overrides)
+    assert message in str(info.value)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(TrainConfig, tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not a valid TOML file"):
+        load_config(TrainConfig, write(tmp_path, "seed = = 1"))
+
+
+def test_round_trip_through_plain_data(tmp_path: Path) -> None:
+    cfg = load_config(TrainConfig, write(tmp_path))
+    data = to_dict(cfg)
+    assert data["precision"] == "fp32" and data["stages"][1]["data"]["synthetic"]["objects"] == [1, 2]
+    from xmem.configio import build
+
+    assert build(TrainConfig, data) == cfg
+
+
+def test_apply_overrides_creates_tables() -> None:
+    assert apply_overrides({}, ["a.b=1", "a.c=[1, 2]", "d=word"]) == {"a": {"b": 1, "c": [1, 2]}, "d": "word"}
