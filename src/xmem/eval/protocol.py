@@ -266,6 +266,8 @@ class VideoScorer:
         gt = np.stack([g for _, g, _ in self._buffer])  # T×H×W labels
         pred = np.stack([p for _, _, p in self._buffer])  # T×H×W labels
         void = None if self.protocol.void_label is None else gt == self.protocol.void_label
+        if void is not None and not void.any():
+            void = None
         for k, start in self._start.items():
             first = int(np.searchsorted(indices, start))  # chunk position of the first frame scored for k
             if first >= len(indices):
