@@ -176,6 +176,9 @@ def test_missing_prediction_frame(tmp_path, capsys):
     make_videos(tmp_path / "gt", tmp_path / "pred")
     (tmp_path / "pred" / "beta" / "00003.png").unlink()
     check_error(capsys, run(tmp_path), "beta/00003.png", "missing prediction")
+    for png in (tmp_path / "pred" / "beta").iterdir():  # an empty folder: a video whose frames are missing
+        png.unlink()
+    check_error(capsys, run(tmp_path), "beta/00001.png", "missing prediction")
 
 
 def test_mismatched_sizes(tmp_path, capsys):

@@ -93,8 +93,13 @@ def _has_pngs(folder: Path) -> bool:
     return any(p.suffix.lower() == ".png" and not p.name.startswith(".") for p in folder.iterdir())
 
 
-def _video_dirs(root: Path) -> dict[str, Path]:
-    return {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _has_pngs(p)}
+def _video_dirs(root: Path, known: Sequence[str] = ()) -> dict[str, Path]:
+    """Subfolders holding PNGs, and those named in ``known`` even when empty."""
+    return {
+        p.name: p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p.name in known or _has_pngs(p))
+    }
 
 
 def _check_folder(path: Path, what: str) -> None:
@@ -167,7 +172,7 @@ def find_videos(
     if not gt_videos:
         raise InputError(f"{gt_base}: no video folders of PNG masks")
     pred_base = _prediction_base(pred_root, list(gt_videos))
-    pred_videos = _video_dirs(pred_base)
+    pred_videos = _video_dirs(pred_base, known=list(gt_videos))  # an empty folder of a video: frames missing
     if videos is not None:
         names = list(dict.fromkeys(videos))
         for v in names:
