@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xmem.config import InferenceConfig, MemoryConfig, Precision, resolve_device
+from xmem.eval.cli import add_eval_parser
 from xmem.inference.segmenter import VideoSegmenter
 from xmem.io.errors import InputError
 from xmem.io.frames import FrameFolder
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_segment_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

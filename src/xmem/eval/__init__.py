@@ -1,0 +1,61 @@
+"""Evaluation: J and F per object per frame, the DAVIS protocol and its statistics, dataset scoring."""
+
+from xmem.eval.dataset import (
+    DatasetResult,
+    Layout,
+    VideoPair,
+    csv_rows,
+    detect_layout,
+    evaluate_dataset,
+    evaluate_video,
+    find_videos,
+    write_csv,
+)
+from xmem.eval.metrics import (
+    BOUNDARY_THRESHOLD,
+    Statistics,
+    boundary_f_measure,
+    boundary_map,
+    boundary_tolerance,
+    region_and_boundary,
+    region_similarity,
+    statistics,
+)
+from xmem.eval.protocol import (
+    ObjectResult,
+    ObjectRule,
+    Protocol,
+    Summary,
+    VideoResult,
+    VideoScorer,
+    score_video,
+    summarize,
+)
+
+__all__ = [
+    "BOUNDARY_THRESHOLD",
+    "DatasetResult",
+    "Layout",
+    "ObjectResult",
+    "ObjectRule",
+    "Protocol",
+    "Statistics",
+    "Summary",
+    "VideoPair",
+    "VideoResult",
+    "VideoScorer",
+    "boundary_f_measure",
+    "boundary_map",
+    "boundary_tolerance",
+    "csv_rows",
+    "detect_layout",
+    "evaluate_dataset",
+    "evaluate_video",
+    "find_videos",
+    "region_and_boundary",
+    "region_similarity",
+    "score_video",
+    "statistics",
+    "summarize",
+    "write_csv",
+]
