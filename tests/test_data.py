@@ -20,6 +20,7 @@ from xmem.data import (
     CompositeClipDataset,
     CompositeConfig,
     CompositeVideo,
+    ConcatClips,
     ImageMaskFolder,
     ItemKey,
     MissingExtraError,
@@ -44,6 +45,16 @@ from xmem.io.masks import write_index_mask
 
 SMALL = CompositeConfig(height=64, width=64, length=200)
 NO_COLOUR = dict(clip_color=ColorJitterRange(), frame_color=ColorJitterRange(), grayscale_probability=0.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Data is made in DataLoader workers with one thread each; tiny tensor operations on two threads of a
+    # busy machine mostly wait for each other.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def clip_dataset(seed: int = 0, **changes) -> CompositeClipDataset:
@@ -129,6 +140,25 @@ def test_clip_sampler_resumes_and_splits_ranks():
     for i in range(10):
         assert ranks[0][2 * i : 2 * i + 2] + ranks[1][2 * i : 2 * i + 2] == keys[4 * i : 4 * i + 4]
     assert list(ClipSampler(7, batch_size=4, total_iterations=10, seed=4)) != keys
+
+
+def test_sampler_keys_drive_concatenated_datasets_in_worker_processes():
+    mixed = ConcatClips([clip_dataset(seed=1), clip_dataset(seed=2, max_skip=9)])
+    assert len(mixed) == 40
+    sampler = ClipSampler(len(mixed), batch_size=2, total_iterations=20, seed=0, start_iteration=17)
+    loader = torch.utils.data.DataLoader(mixed, batch_size=2, sampler=sampler, num_workers=1)
+    batches = list(loader)
+    assert len(batches) == 3
+    keys = list(sampler)
+    assert [k.max_skip for k in keys] == [15, 15, 5, 5, 5, 5]  # iteration 17: 85 %; 18, 19: the last 10 %
+    for b, batch in enumerate(batches):
+        for j in range(2):
+            expected = mixed[keys[2 * b + j]]
+            assert torch.equal(batch["frames"][j], expected["frames"])
+            assert torch.equal(batch["masks"][j], expected["masks"])
+    # the key reaches the right part with its epoch and skip
+    key = ItemKey(25, epoch=3, max_skip=2)
+    assert same(mixed[key], clip_dataset(seed=2)[ItemKey(5, epoch=3, max_skip=2)])
 
 
 # --- geometry -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Randomness is per item, from (seed, epoch, index): use :class:`ClipSampler` (or 
 
 from xmem.data.augment import AugmentConfig, ColorJitterRange, ResizedCrop, ZoomCrop
 from xmem.data.curriculum import SkipCurriculum
-from xmem.data.sampler import ClipSampler
+from xmem.data.sampler import ClipSampler, ConcatClips
 from xmem.data.sampling import build_sample
 from xmem.data.seeding import ItemKey
 from xmem.data.sources import MissingExtraError, Split, background_videos, photographs
@@ -41,6 +41,7 @@ __all__ = [
     "CompositeClipDataset",
     "CompositeConfig",
     "CompositeVideo",
+    "ConcatClips",
     "ImageMaskFolder",
     "ItemKey",
     "MissingExtraError",
@@ -64,8 +65,10 @@ __all__ = [
 
 
 def set_data_state(dataset, *, epoch: int | None = None, max_skip: int | None = None) -> None:
-    """Set the epoch and / or max skip of ``dataset`` and of every dataset inside it (ConcatDataset,
-    Subset), for lookups by plain index. (Lookups by :class:`ItemKey` carry their own.)"""
+    """Set the epoch and / or max skip of ``dataset`` and of every dataset inside it (ConcatClips,
+    ConcatDataset, Subset), for lookups by plain index. (Lookups by :class:`ItemKey` carry their own.)
+    DataLoader worker processes hold copies of the dataset made when an iterator starts: set the state
+    before starting one, or use :class:`ClipSampler`, whose keys carry it."""
     inner = getattr(dataset, "datasets", None)
     if inner is not None:
         for d in inner:

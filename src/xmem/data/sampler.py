@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 
 import torch
@@ -76,3 +77,39 @@ class ClipSampler(torch.utils.data.Sampler[ItemKey]):
 
     def __len__(self) -> int:
         return max(0, self.total_iterations - self.start_iteration) * self.local_batch
+
+
+class ConcatClips(torch.utils.data.Dataset):
+    """Several datasets as one (e.g. DAVIS ×5 + YouTube-VOS), indexable by plain index or by
+    :class:`ItemKey` (which ``torch.utils.data.ConcatDataset`` cannot forward): global index i goes to
+    the dataset holding it, with the key's epoch and max skip. Give the parts different seeds."""
+
+    def __init__(self, datasets: list[torch.utils.data.Dataset]) -> None:
+        if not datasets:
+            raise ValueError("ConcatClips needs at least one dataset")
+        self.datasets = list(datasets)
+        self.offsets = [0]
+        for d in self.datasets:
+            self.offsets.append(self.offsets[-1] + len(d))
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, key: int | ItemKey) -> dict[str, torch.Tensor]:
+        index = key.index if isinstance(key, ItemKey) else int(key)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        part = bisect.bisect_right(self.offsets, index) - 1
+        local = index - self.offsets[part]
+        inner = ItemKey(local, key.epoch, key.max_skip) if isinstance(key, ItemKey) else local
+        return self.datasets[part][inner]
+
+    def set_epoch(self, epoch: int) -> None:
+        for d in self.datasets:
+            d.set_epoch(epoch)
+
+    def set_max_skip(self, max_skip: int) -> None:
+        for d in self.datasets:
+            d.set_max_skip(max_skip)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -301,7 +301,12 @@ class CompositeVideo:
         ]
 
     def render(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame t as (3×H×W float RGB in [0, 1], H×W int64 object ids)."""
+        """Frame t as (3×H×W float RGB in [0, 1], H×W int64 object ids), fresh tensors."""
+        frame, mask = self._render(t)
+        return frame.clone(), mask.clone()
+
+    def _render(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # Renders frame t, or returns the cached last one (not to be modified).
         if not 0 <= t < len(self):
             raise IndexError(f"frame {t} of a {len(self)}-frame video")
         if self._cache is not None and self._cache[0] == t:
@@ -336,12 +341,12 @@ class CompositeVideo:
 
     def frame(self, t: int) -> np.ndarray:
         """Frame t as an H×W×3 uint8 RGB array."""
-        image = self.render(t)[0]
+        image = self._render(t)[0]
         return (image * 255 + 0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
     def mask(self, t: int) -> np.ndarray:
         """The index mask of frame t, H×W uint8 (0 background, object ids 1..n)."""
-        return self.render(t)[1].to(torch.uint8).numpy()
+        return self._render(t)[1].to(torch.uint8).numpy()
 
     @property
     def num_objects(self) -> int:
@@ -366,8 +371,6 @@ def held_out_videos(count: int, config: CompositeConfig | None = None) -> list[C
     used in training."""
     base = config if config is not None else CompositeConfig()
     if base.split is not Split.HELD_OUT:
-        from dataclasses import replace
-
         base = replace(base, split=Split.HELD_OUT)
     return [CompositeVideo(base, seed) for seed in range(count)]
 
