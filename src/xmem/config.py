@@ -42,7 +42,7 @@ class Architecture(enum.Enum):
 # Defaults of the lite architecture (chosen for speed on a 2-core CPU at 480p: docs/LITE.md).
 LITE_VALUE_DIM = 128
 LITE_HIDDEN_DIM = 32
-LITE_DECODER_DIMS = (128, 64, 32)
+LITE_DECODER_DIMS = (64, 32, 32)
 LITE_VALUE_ENCODER_DIMS = (16, 32, 64, 128)
 
 
