@@ -2,17 +2,22 @@
 
     python benchmarks/lite_speed.py                          # all variants, 1 and 2 objects, fp32 and bf16
     python benchmarks/lite_speed.py --variants default --objects 1 --precisions fp32 --repeats 1
+    python benchmarks/lite_speed.py --threads 1 --append     # add single-thread rows to the results
 
 ``InferenceCore`` with random weights (the golden rule, so BatchNorm statistics are not trivial) on a
-synthetic video (benchmarks/common.py) at 480×854, default memory settings, 2 threads. Every run is its own
-process (peak RSS is its own); frames/s excludes the first frame (the mask frame) and includes turning the
-probabilities into an index mask, as ``VideoSegmenter`` does. Each setting runs ``--repeats`` times and the
-best run is kept (``fps``): the machine is shared, and other processes only ever make a run slower. As every
-run does the same work frame by frame, ``fps_fastest_frames`` also counts each frame at its fastest over
-the runs, which leaves out more of the other processes' share. ``--wait-idle SECONDS`` waits before each
-run until the other processes leave the cores free (measured from /proc/stat). ``cpu_ms_per_frame`` and the per-part columns are CPU times (both threads together, per frame, averaged
-over the frames after the first; the value encoder runs on memory frames only): they are less disturbed by
-other processes than wall time. Results: benchmarks/results/lite_speed.csv and lite_speed.json.
+synthetic video (benchmarks/common.py) at 480×854, default memory settings, 2 threads (``--threads``).
+Every run is its own process (peak RSS is its own); frames/s leaves out the first frame (the mask frame)
+and includes turning the probabilities into an index mask, as ``VideoSegmenter`` does.
+
+The machine is shared: other processes only ever make a run slower, so each setting runs ``--repeats``
+times and the best run is kept (``fps``); as every run does the same work frame by frame,
+``fps_fastest_frames`` counts each frame at its fastest over the runs. ``--wait-idle SECONDS`` waits before
+each run until the other processes leave the cores free (from /proc/stat; ``busy_cores_before`` records
+what was found) and ``load_average`` records the load around the run. ``cpu_ms_per_frame`` and the
+per-part columns (key encoder, memory reading, decoder, value encoder: the value encoder runs on memory
+frames only) are CPU times per frame, all threads together: other processes disturb them much less than
+wall time. ``--glibc-keep`` runs with glibc keeping freed memory (README, CPU tips).
+Results: benchmarks/results/lite_speed.csv and lite_speed.json.
 """
 
 from __future__ import annotations
@@ -33,12 +38,16 @@ from common import SyntheticVideo, peak_rss_mb  # noqa: E402
 
 # width settings (ModelConfig fields of the lite architecture; "default" is ModelConfig's default)
 VARIANTS = {
-    "small": dict(
-        value_dim=64, hidden_dim=16, decoder_dims=(32, 16, 16), value_encoder_dims=(16, 24, 32, 64)
-    ),
     "default": dict(),
-    "default-key32": dict(key_dim=32),
-    "wide": dict(decoder_dims=(128, 64, 32)),
+    "default-key64": dict(key_dim=64),
+    "small": dict(
+        key_dim=64,
+        value_dim=64,
+        hidden_dim=16,
+        decoder_dims=(32, 16, 16),
+        value_encoder_dims=(16, 24, 32, 64),
+    ),
+    "wide": dict(key_dim=64, decoder_dims=(128, 64, 32)),
 }
 
 
@@ -124,10 +133,15 @@ def wait_until_idle(max_busy: float, timeout: float) -> float:
     return busy
 
 
-def run_worker(cmd: list[str], wait_idle: float | None = None) -> dict:
+# glibc: keep freed memory instead of returning it to the system after every frame (README, CPU tips)
+GLIBC_KEEP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
+
+
+def run_worker(cmd: list[str], wait_idle: float | None = None, glibc_keep: bool = False) -> dict:
     busy = wait_until_idle(0.3, wait_idle) if wait_idle else None
     load_before = os.getloadavg()[0]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, **GLIBC_KEEP} if glibc_keep else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"worker failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -135,6 +149,39 @@ def run_worker(cmd: list[str], wait_idle: float | None = None) -> dict:
     result["load_average"] = round((load_before + os.getloadavg()[0]) / 2, 2)
     result["busy_cores_before"] = None if busy is None else round(busy, 2)
     return result
+
+
+def write_results(out: Path, setup: dict, rows: list[dict]) -> None:
+    """lite_speed.json (everything) and lite_speed.csv (the table) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lite_speed.json").write_text(json.dumps({"setup": setup, "results": rows}, indent=2))
+    fields = [
+        "variant",
+        "widths",
+        "threads",
+        "glibc_keep",
+        "objects",
+        "precision",
+        "fps",
+        "fps_runs",
+        "fps_fastest_frames",
+        "median_frame_ms",
+        "cpu_ms_per_frame",
+        "load_average",
+        "busy_cores_before",
+        "peak_rss_mb",
+        "params_m",
+        "fp16_weights_mb",
+        "key_encoder_cpu_ms",
+        "memory_read_cpu_ms",
+        "decoder_cpu_ms",
+        "value_encoder_cpu_ms",
+    ]
+    with open(out / "lite_speed.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "fps_runs": " ".join(str(v) for v in row["fps_runs"])})
 
 
 def main() -> None:
@@ -152,6 +199,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--append", action="store_true", help="add the rows to the existing results")
+    parser.add_argument("--glibc-keep", action="store_true", help="run with " + " ".join(GLIBC_KEEP))
     parser.add_argument(
         "--wait-idle",
         type=float,
@@ -180,13 +228,15 @@ def main() -> None:
             for precision in args.precisions:
                 cmd = [sys.executable, __file__, "--worker", "--variant", variant, "--precision", precision]
                 cmd += ["--objects", str(objects), *common]
-                runs = [run_worker(cmd, args.wait_idle) for _ in range(args.repeats)]
+                runs = [run_worker(cmd, args.wait_idle, args.glibc_keep) for _ in range(args.repeats)]
                 best = max(runs, key=lambda r: r["fps"])
                 # every run does the same work frame by frame: the fastest time of each frame over the runs
                 # leaves out most of what other processes took
                 fastest = [min(times) for times in zip(*(r["frame_seconds"] for r in runs), strict=True)]
                 row = {
                     "variant": variant,
+                    "threads": args.threads,
+                    "glibc_keep": args.glibc_keep,
                     "objects": objects,
                     "precision": precision,
                     **{k: v for k, v in best.items() if k != "frame_seconds"},
@@ -208,36 +258,8 @@ def main() -> None:
                     flush=True,
                 )
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    setup = {
-        k: getattr(args, k) for k in ("frames", "height", "width", "threads", "seed", "repeats", "wait_idle")
-    }
-    (args.out / "lite_speed.json").write_text(json.dumps({"setup": setup, "results": rows}, indent=2))
-    fields = [
-        "variant",
-        "widths",
-        "objects",
-        "precision",
-        "fps",
-        "fps_runs",
-        "fps_fastest_frames",
-        "median_frame_ms",
-        "cpu_ms_per_frame",
-        "load_average",
-        "busy_cores_before",
-        "peak_rss_mb",
-        "params_m",
-        "fp16_weights_mb",
-        "key_encoder_cpu_ms",
-        "memory_read_cpu_ms",
-        "decoder_cpu_ms",
-        "value_encoder_cpu_ms",
-    ]
-    with open(args.out / "lite_speed.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "fps_runs": " ".join(str(v) for v in row["fps_runs"])})
+    setup = {k: getattr(args, k) for k in ("frames", "height", "width", "seed", "repeats", "wait_idle")}
+    write_results(args.out, setup, rows)
     print(f"results in {args.out / 'lite_speed.csv'}")
 
 

@@ -97,9 +97,10 @@ def test_config_defaults_per_architecture() -> None:
     )  # fmt: skip
     assert official.decoder_dims is None and official.value_encoder_dims is None
     assert ModelConfig(value_dim=512, hidden_dim=64) == official
-    assert (LITE.value_dim, LITE.hidden_dim, LITE.decoder_dims, LITE.value_encoder_dims) == (
-        128, 32, (64, 32, 32), (16, 32, 64, 128),
+    assert (LITE.key_dim, LITE.value_dim, LITE.hidden_dim, LITE.decoder_dims, LITE.value_encoder_dims) == (
+        32, 128, 32, (64, 32, 32), (16, 32, 64, 128),
     )  # fmt: skip
+    assert ModelConfig(architecture=Architecture.LITE, key_dim=64).key_dim == 64
     assert ModelConfig(architecture=Architecture.LITE, hidden_dim=0).hidden_dim == 0
 
 

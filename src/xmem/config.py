@@ -40,6 +40,7 @@ class Architecture(enum.Enum):
 
 
 # Defaults of the lite architecture (chosen for speed on a 2-core CPU at 480p: docs/LITE.md).
+LITE_KEY_DIM = 32
 LITE_VALUE_DIM = 128
 LITE_HIDDEN_DIM = 32
 LITE_DECODER_DIMS = (64, 32, 32)
@@ -50,8 +51,9 @@ LITE_VALUE_ENCODER_DIMS = (16, 32, 64, 128)
 class ModelConfig:
     """Architecture and dimensions of the network (read from a checkpoint by :func:`xmem.load_model`).
 
-    ``value_dim`` / ``hidden_dim`` left at ``None`` take the architecture's default (512 / 64 for
-    ``XMEM``, the lite defaults above for ``LITE``); ``hidden_dim=0`` is a network without sensory memory.
+    ``key_dim`` / ``value_dim`` / ``hidden_dim`` left at ``None`` take the architecture's default (64 / 512 /
+    64 for ``XMEM``, the lite defaults above for ``LITE``); ``hidden_dim=0`` is a network without sensory
+    memory.
     ``decoder_dims`` (decoder widths at strides 16 / 8 / 4) and ``value_encoder_dims`` (value encoder widths
     at strides 2 / 4 / 8 / 16) exist for ``LITE`` only: the official network's widths are fixed, and they
     stay ``None`` for ``XMEM``.
@@ -62,7 +64,7 @@ class ModelConfig:
     """
 
     architecture: Architecture = Architecture.XMEM
-    key_dim: int = 64
+    key_dim: int | None = None
     value_dim: int | None = None
     hidden_dim: int | None = None
     decoder_dims: tuple[int, int, int] | None = None
@@ -72,6 +74,8 @@ class ModelConfig:
         if not isinstance(self.architecture, Architecture):
             raise TypeError(f"architecture must be an Architecture, got {self.architecture!r}")
         lite = self.architecture is Architecture.LITE
+        if self.key_dim is None:
+            object.__setattr__(self, "key_dim", LITE_KEY_DIM if lite else 64)
         if self.value_dim is None:
             object.__setattr__(self, "value_dim", LITE_VALUE_DIM if lite else 512)
         if self.hidden_dim is None:
@@ -91,7 +95,7 @@ class ModelConfig:
             if len(value) != size or any(v <= 0 for v in value):
                 raise ValueError(f"{name} must be {size} positive widths, got {value}")
             object.__setattr__(self, name, value)
-        assert self.value_dim is not None and self.hidden_dim is not None
+        assert self.key_dim is not None and self.value_dim is not None and self.hidden_dim is not None
         if self.key_dim <= 0 or self.value_dim <= 0 or self.hidden_dim < 0:
             raise ValueError(f"invalid model dimensions: {self}")
 

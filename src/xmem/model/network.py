@@ -196,7 +196,7 @@ class XMem(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         value_dim, hidden_dim = self.config.value_dim, self.config.hidden_dim
-        assert value_dim is not None and hidden_dim is not None  # resolved by ModelConfig
+        assert self.config.key_dim is not None and value_dim is not None and hidden_dim is not None
         if self.config.architecture is Architecture.LITE:
             assert self.config.decoder_dims is not None and self.config.value_encoder_dims is not None
             feature_dims, decoder_dims = LITE_FEATURE_DIMS, self.config.decoder_dims
