@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from xmem.config import InferenceConfig, MemoryConfig, Precision, resolve_device
 from xmem.eval.cli import add_eval_parser
+from xmem.train.cli import add_train_parser
 from xmem.inference.segmenter import VideoSegmenter
 from xmem.io.errors import InputError
 from xmem.io.frames import FrameFolder
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_segment_parser(sub)
     add_eval_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from xmem.io.errors import InputError
 from xmem.model.ops import conv
 
 
@@ -102,11 +103,11 @@ def _imagenet_state(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ValueError(f"{path}: ImageNet weights file not found") from None
+        raise InputError(f"{path}: ImageNet weights file not found") from None
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable torchvision state_dict ({exc})") from None
+        raise InputError(f"{path}: not a readable torchvision state_dict ({exc})") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a torchvision state_dict")
+        raise InputError(f"{path}: not a torchvision state_dict")
     return state
 
 
@@ -141,6 +142,6 @@ def load_imagenet_into_trunk(trunk: ResNetTrunk, path: str | Path) -> None:
         renamed["conv1.weight"] = padded
     missing, unexpected = trunk.load_state_dict(renamed, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"{path}: not a ResNet ImageNet state_dict (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )

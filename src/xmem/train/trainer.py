@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from xmem.config import resolve_device
 from xmem.configio import to_dict
+from xmem.data import ClipSampler
 from xmem.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from xmem.io.atomic import atomic_write
 from xmem.model.backbones import load_imagenet_into_trunk, load_imagenet_into_value_encoder
@@ -117,7 +118,9 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
+        self._owns_process_group = not dist.is_initialized()
         self.ctx = DistributedContext.from_env(config.device)
+        self._owns_process_group = self._owns_process_group and dist.is_initialized()
         self.show_progress = show_progress and self.ctx.is_main
         if dataset_factory is None:
             from xmem.train.data import build_stage_dataset
@@ -199,12 +202,13 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
+            if self._owns_process_group and dist.is_initialized():
+                dist.destroy_process_group()
         return exported
 
     def _run_stage(self, index: int) -> Path:
         stage = self.config.stages[index]
         ctx = self.ctx
-        from xmem.data import ClipSampler, SkipCurriculum
 
         dataset = self.dataset_factory(stage, self.config.seed + index)
         start = self.start_iteration if index == self.start_stage else 0
@@ -213,7 +217,7 @@ class Trainer:
             batch_size=stage.batch_size,
             total_iterations=stage.iterations,
             seed=_step_seed(self.config.seed, index),
-            curriculum=SkipCurriculum(stage.data.max_skip, stage.data.skip_switch),
+            curriculum=stage.data.curriculum,
             start_iteration=start,
             rank=ctx.rank,
             world_size=ctx.world_size,
@@ -231,7 +235,8 @@ class Trainer:
                 model,
                 device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                 broadcast_buffers=False,
-                find_unused_parameters=True,
+                # with 2-frame clips the only segmented frame is the last: no hidden update
+                find_unused_parameters=stage.data.num_frames < 3,
             )
         params = [p for p in self.network.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=stage.optim.lr, weight_decay=stage.optim.weight_decay)
