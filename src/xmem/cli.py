@@ -14,12 +14,12 @@ from tqdm import tqdm
 
 from xmem.config import InferenceConfig, MemoryConfig, Precision, resolve_device
 from xmem.eval.cli import add_eval_parser
-from xmem.train.cli import add_train_parser
 from xmem.inference.segmenter import VideoSegmenter
 from xmem.io.errors import InputError
 from xmem.io.frames import FrameFolder
 from xmem.io.masks import read_index_mask, write_index_mask
 from xmem.model.checkpoint import CheckpointError, load_model
+from xmem.train.cli import add_train_parser
 
 log = logging.getLogger("xmem")
 
