@@ -224,3 +224,43 @@ def test_ddp_two_cpu_processes_end_identical_and_match_one_process(tmp_path: Pat
 def test_fp16_needs_a_gpu(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="fp16 training needs a CUDA GPU"):
         Trainer(replace(tiny_config(1), precision=TrainPrecision.FP16), tmp_path, show_progress=False)
+
+
+def test_validation_keeps_the_best_weights_and_stops_early(tmp_path: Path, monkeypatch) -> None:
+    from xmem.data import CompositeConfig
+    from xmem.train import trainer as trainer_module
+    from xmem.train.validation import ValidationConfig
+
+    scores = iter([0.5, 0.6, 0.55, 0.58, 0.9, 0.9])
+    seen = []
+
+    def fake_validate(network, cfg, device):
+        seen.append(float(network.decoder.pred.weight.detach().sum()))
+        return next(scores)
+
+    monkeypatch.setattr(trainer_module, "validate", fake_validate)
+    validation = ValidationConfig(
+        every=1, videos=1, video=CompositeConfig(height=48, width=64, length=8), patience=2
+    )
+    config = tiny_config(6, validation=validation)
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    trainer.run()
+    assert len(seen) == 4  # 0.5, 0.6 (best), 0.55, 0.58: two without improvement -> stop after iteration 4
+    best = load_model(tmp_path / "run" / "main-best.safetensors")
+    assert float(best.decoder.pred.weight.sum()) == pytest.approx(seen[1])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert (state["stage"], state["iteration"]) == (1, 0)  # the stage is finished
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    assert log.count("heldout_jf") == 4
+
+
+def test_validation_scores_the_engine_on_held_out_videos() -> None:
+    from xmem.data import CompositeConfig
+    from xmem.train.validation import ValidationConfig, validate
+
+    torch.manual_seed(0)
+    net = XMem(SMALL).eval()
+    cfg = ValidationConfig(videos=2, video=CompositeConfig(height=48, width=64, length=6))
+    jf = validate(net, cfg)
+    assert 0.0 <= jf <= 1.0
+    assert validate(net, cfg) == jf  # deterministic, and the network is left as it was

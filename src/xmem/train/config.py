@@ -13,6 +13,7 @@ from pathlib import Path
 from xmem.config import ModelConfig
 from xmem.data import CompositeClipConfig, SkipCurriculum, StaticConfig, VOSConfig
 from xmem.train.losses import LossConfig
+from xmem.train.validation import ValidationConfig
 
 
 class TrainPrecision(enum.Enum):
@@ -162,6 +163,7 @@ class TrainConfig:
     save_every: int = 1000
     log_every: int = 50
     image_every: int = 500  # sample predictions to TensorBoard
+    validation: ValidationConfig | None = None  # held-out J&F during training (and early stopping)
 
     def __post_init__(self) -> None:
         if not self.stages:
