@@ -111,3 +111,11 @@ def test_round_trip_through_plain_data(tmp_path: Path) -> None:
 
 def test_apply_overrides_creates_tables() -> None:
     assert apply_overrides({}, ["a.b=1", "a.c=[1, 2]", "d=word"]) == {"a": {"b": 1, "c": [1, 2]}, "d": "word"}
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")), ids=lambda p: p.name
+)
+def test_shipped_training_configs_parse(path: Path) -> None:
+    cfg = load_config(TrainConfig, path)
+    assert cfg.stages and all(s.iterations > 0 for s in cfg.stages)
