@@ -264,3 +264,20 @@ def test_validation_scores_the_engine_on_held_out_videos() -> None:
     jf = validate(net, cfg)
     assert 0.0 <= jf <= 1.0
     assert validate(net, cfg) == jf  # deterministic, and the network is left as it was
+
+
+def test_export_between_safetensors_and_the_released_layout(tmp_path: Path) -> None:
+    from xmem.cli import main
+    from xmem.model.checkpoint import read_state_dict, save_weights
+
+    torch.manual_seed(3)
+    net = XMem(SMALL)
+    save_weights(net, tmp_path / "w.safetensors", {"note": "test"})
+    assert main(["export", str(tmp_path / "w.safetensors"), str(tmp_path / "w.pth")]) == 0
+    state = read_state_dict(tmp_path / "w.pth")  # a plain state_dict, weights_only
+    assert set(state) == set(net.state_dict())
+    assert main(["export", str(tmp_path / "w.pth"), str(tmp_path / "back.safetensors")]) == 0
+    back = load_model(tmp_path / "back.safetensors")
+    assert back.config == SMALL
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in net.state_dict().items())
+    assert main(["export", str(tmp_path / "w.pth"), str(tmp_path / "w.onnx")]) == 2

@@ -19,7 +19,7 @@ from xmem.io.errors import InputError
 from xmem.io.frames import FrameFolder
 from xmem.io.masks import read_index_mask, write_index_mask
 from xmem.model.checkpoint import CheckpointError, load_model
-from xmem.train.cli import add_train_parser
+from xmem.train.cli import add_export_parser, add_train_parser
 
 log = logging.getLogger("xmem")
 
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_parser(sub)
     add_eval_parser(sub)
     add_train_parser(sub)
+    add_export_parser(sub)
     return parser
 
 

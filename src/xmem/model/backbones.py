@@ -135,12 +135,22 @@ def load_imagenet_into_trunk(trunk: ResNetTrunk, path: str | Path) -> None:
         if name.startswith("layer1."):
             name = trunk._layer1_name + name[len("layer1") :]
         renamed[name] = tensor
-    conv1 = renamed.get("conv1.weight")
-    if conv1 is not None and conv1.shape != own["conv1.weight"].shape:
-        padded = torch.zeros_like(own["conv1.weight"])
+    conv1, own_conv1 = renamed.get("conv1.weight"), own["conv1.weight"]
+    if (
+        conv1 is not None
+        and conv1.ndim == 4
+        and conv1.shape[1] < own_conv1.shape[1]
+        and conv1.shape[::2] == own_conv1.shape[::2]
+    ):
+        padded = torch.zeros_like(own_conv1)
         padded[:, : conv1.shape[1]] = conv1
         renamed["conv1.weight"] = padded
-    missing, unexpected = trunk.load_state_dict(renamed, strict=False)
+    try:
+        missing, unexpected = trunk.load_state_dict(renamed, strict=False)
+    except RuntimeError as exc:  # mis-shaped tensors
+        raise InputError(
+            f"{path}: not a matching ResNet ImageNet state_dict ({str(exc).splitlines()[-1].strip()})"
+        ) from None
     if missing or unexpected:
         raise InputError(
             f"{path}: not a ResNet ImageNet state_dict (missing {missing[:5]}, unexpected {unexpected[:5]})"

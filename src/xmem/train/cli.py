@@ -44,3 +44,31 @@ def run_train(args: argparse.Namespace) -> int:
     except (TrainingError, CheckpointError) as exc:
         raise InputError(str(exc)) from None
     return 0
+
+
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``export`` subcommand."""
+    p = sub.add_parser(
+        "export",
+        help="convert weights: .safetensors (xmem) <-> .pth (the released checkpoints' layout)",
+        description="Write the weights of SOURCE (an xmem .safetensors file or a released-layout .pth) as "
+        "TARGET: .pth gives a plain state_dict in the layout of the released XMem checkpoints, .safetensors "
+        "an xmem weights file with its model config in the metadata.",
+    )
+    p.add_argument("source", type=Path)
+    p.add_argument("target", type=Path)
+    p.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from xmem.model.checkpoint import export_released_format, load_model, save_weights
+
+    if args.target.suffix not in (".pth", ".safetensors"):
+        raise InputError(f"{args.target}: the target must end in .pth or .safetensors")
+    model = load_model(args.source)
+    if args.target.suffix == ".pth":
+        export_released_format(model, args.target)
+    else:
+        save_weights(model, args.target, {"converted_from": str(args.source)})
+    print(f"wrote {args.target}")
+    return 0
