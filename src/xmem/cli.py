@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xmem.config import InferenceConfig, MemoryConfig, Precision, resolve_device
+from xmem.eval.bench_cli import add_bench_parser
 from xmem.eval.cli import add_eval_parser
 from xmem.inference.segmenter import VideoSegmenter
 from xmem.io.errors import InputError
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_parser(sub)
     add_eval_parser(sub)
     add_train_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
