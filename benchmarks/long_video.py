@@ -117,7 +117,9 @@ def write_outputs(rows: list[dict], size: tuple[int, int], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "long_video.json").write_text(json.dumps(summary, indent=2))
     records = [to_record(r) for r in rows]
-    title = f"benchmarks/long_video.py: {len(rows)} frames of {size[0]}×{size[1]}, default memory settings, CPU"
+    title = (
+        f"benchmarks/long_video.py: {len(rows)} frames of {size[0]}×{size[1]}, default memory settings, CPU"
+    )
     plot_time(records, out / "long_video_time.png", title=title)
     plot_memory(records, out / "long_video_memory.png", title=title)
     return summary

@@ -37,6 +37,7 @@ from xmem.eval.bench import (
 )
 from xmem.eval.plots import rolling_mean
 from xmem.inference.segmenter import VideoSegmenter
+from xmem.io.errors import InputError
 from xmem.io.masks import write_index_mask
 from xmem.metrics import Protocol, score_video
 from xmem.model.checkpoint import load_model, save_weights
@@ -184,6 +185,16 @@ def test_streamed_video_decodes_once_and_replays_backwards_from_disk() -> None:
     assert Source.iterations == 2
     with pytest.raises(IndexError):
         forward_only.frame(4)
+
+    Source.iterations = 0
+    counted = StreamedVideo(Source(), prompt, name="s")  # no declared length: counted by decoding once
+    assert len(counted) == 4 and Source.iterations == 1
+    declared = Source()
+    declared.length = 6  # e.g. a container's frame count; the stream ends early
+    short = StreamedVideo(declared, prompt, name="short")
+    assert len(short) == 6
+    with pytest.raises(InputError, match="ended after 4 of 6 frames"):
+        short.frame(5)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ class StreamedVideo:
         self._name = name
         self._prompt = prompt
         if length is None:
-            length = len(source) if hasattr(source, "__len__") else sum(1 for _ in source)  # type: ignore[arg-type]
+            length = _frame_count(source)
         if length < 1:
             raise InputError(f"{name}: the video has no frames")
         self._length = length
@@ -216,6 +216,17 @@ class StreamedVideo:
     def close(self) -> None:
         if self._spill is not None:
             self._spill.cleanup()
+
+
+def _frame_count(source: Iterable[np.ndarray]) -> int:
+    """The number of frames of ``source``: its ``length`` when it declares one (video files), its
+    ``len``, or else counted by decoding it once."""
+    declared = getattr(source, "length", None)
+    if declared is not None:
+        return int(declared)
+    if hasattr(source, "__len__"):
+        return len(source)  # type: ignore[arg-type]
+    return sum(1 for _ in source)
 
 
 def _mask_files(folder: Path) -> list[Path]:

@@ -307,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
             args.out,
             setup,
             plots=not args.no_plots,
-            title=f"xmem bench: {what}; {settings}",
+            title=f"xmem bench: {what}\n{settings}",
             pass_length=len(video) if args.pingpong > 1 else None,
         )
         print("results: " + ", ".join(str(p) for p in written))

@@ -41,7 +41,7 @@ def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
 def _figure(title: str):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("frame (played order)")
@@ -86,7 +86,16 @@ def _legend(ax, ax2=None) -> None:
     if ax2 is not None:
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    ax.legend(handles, labels, loc="upper left", fontsize=8, framealpha=0.85)
+    # outside the axes, right of the second y axis: dense curves leave no free corner
+    ax.legend(
+        handles,
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(1.1 if ax2 is not None else 1.01, 1.0),
+        fontsize=8,
+        framealpha=0.85,
+        borderaxespad=0.0,
+    )
 
 
 def _save(fig, path: Path) -> None:
@@ -123,7 +132,7 @@ def plot_memory(
     from matplotlib.figure import Figure
 
     index = np.array([r.index for r in records])
-    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    fig = Figure(figsize=(12, 6.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     fig.suptitle(title or "memory", fontsize=10)
     rss = np.array([r.rss_mb for r in records], dtype=np.float64)
@@ -141,7 +150,7 @@ def plot_memory(
             label="GPU peak allocated",
         )
     top.set_ylabel("process memory (MiB)")
-    top.set_ylim(bottom=0)
+    top.set_ylim(0, 1.08 * max(r.peak_rss_mb for r in records) if records else None)
     bottom.plot(
         index, [r.memory_store_mb for r in records], lw=1.2, color="tab:orange", label="memory stores (MiB)"
     )
