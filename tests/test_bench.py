@@ -156,6 +156,17 @@ def test_bench_run_plays_back_and_forth_and_scores_against_the_played_ground_tru
         list(run)  # a run runs once
 
 
+def test_a_run_stopped_early_gives_its_frames_without_scores(model) -> None:
+    run = BenchRun(model, CONFIG, LoggingVideo(), passes=2)
+    for record in run:
+        if record.index == 2:
+            break
+    result = run.result()
+    assert not result.complete and result.scores is None and result.summary.jf is None
+    assert [r.index for r in result.records] == [0, 1, 2] and result.summary.frames == 3
+    assert all(r.j is None for r in result.records)
+
+
 def test_streamed_video_decodes_once_and_replays_backwards_from_disk() -> None:
     rng = np.random.default_rng(1)
     originals = [(rng.random((6, 8, 3)) * 255).astype(np.uint8) for _ in range(4)]
