@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xmem.config import InferenceConfig, MemoryConfig, Precision, resolve_device
+from xmem.eval.bench_cli import add_bench_parser
 from xmem.eval.cli import add_eval_parser
 from xmem.inference.segmenter import VideoSegmenter
 from xmem.io.errors import InputError
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_train_parser(sub)
     add_export_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
