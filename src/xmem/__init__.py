@@ -1,6 +1,6 @@
 """xmem: long-video object segmentation with XMem (Cheng & Schwing, ECCV 2022)."""
 
-from xmem.config import InferenceConfig, MemoryConfig, ModelConfig, Precision
+from xmem.config import Architecture, InferenceConfig, MemoryConfig, ModelConfig, Precision
 from xmem.inference.core import InferenceCore
 from xmem.inference.segmenter import VideoSegmenter
 from xmem.model.checkpoint import CheckpointError, load_model
@@ -9,6 +9,7 @@ from xmem.model.network import XMem
 __version__ = "0.1.0"
 
 __all__ = [
+    "Architecture",
     "CheckpointError",
     "InferenceConfig",
     "InferenceCore",

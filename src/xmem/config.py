@@ -26,20 +26,72 @@ class Precision(enum.Enum):
         ]
 
 
+class Architecture(enum.Enum):
+    """The network around the memory engine.
+
+    ``XMEM``: the official network (ResNet-50 key encoder, ResNet-18 value encoder, decoder widths 512 /
+    256 / 256); loads the released checkpoints. ``LITE``: an EfficientNet-Lite0 key encoder up to stride 16,
+    a light MobileNet-like value encoder and a narrower decoder, for the CPU (docs/LITE.md). Both have the
+    same interface, memory and decoder design.
+    """
+
+    XMEM = "xmem"
+    LITE = "lite"
+
+
+# Defaults of the lite architecture (chosen for speed on a 2-core CPU at 480p: docs/LITE.md).
+LITE_VALUE_DIM = 128
+LITE_HIDDEN_DIM = 32
+LITE_DECODER_DIMS = (64, 32, 32)
+LITE_VALUE_ENCODER_DIMS = (16, 32, 64, 128)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Dimensions of the XMem network (read from a checkpoint by :func:`xmem.load_model`).
+    """Architecture and dimensions of the network (read from a checkpoint by :func:`xmem.load_model`).
+
+    ``value_dim`` / ``hidden_dim`` left at ``None`` take the architecture's default (512 / 64 for
+    ``XMEM``, the lite defaults above for ``LITE``); ``hidden_dim=0`` is a network without sensory memory.
+    ``decoder_dims`` (decoder widths at strides 16 / 8 / 4) and ``value_encoder_dims`` (value encoder widths
+    at strides 2 / 4 / 8 / 16) exist for ``LITE`` only: the official network's widths are fixed, and they
+    stay ``None`` for ``XMEM``.
 
     ``single_object`` models (stage-0 checkpoints) take 4 input channels in the value encoder; they are
     loaded into the 5-channel multi-object layout with a zero channel appended, so a constructed network
     is always multi-object.
     """
 
+    architecture: Architecture = Architecture.XMEM
     key_dim: int = 64
-    value_dim: int = 512
-    hidden_dim: int = 64
+    value_dim: int | None = None
+    hidden_dim: int | None = None
+    decoder_dims: tuple[int, int, int] | None = None
+    value_encoder_dims: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.architecture, Architecture):
+            raise TypeError(f"architecture must be an Architecture, got {self.architecture!r}")
+        lite = self.architecture is Architecture.LITE
+        if self.value_dim is None:
+            object.__setattr__(self, "value_dim", LITE_VALUE_DIM if lite else 512)
+        if self.hidden_dim is None:
+            object.__setattr__(self, "hidden_dim", LITE_HIDDEN_DIM if lite else 64)
+        for name, default, size in (
+            ("decoder_dims", LITE_DECODER_DIMS, 3),
+            ("value_encoder_dims", LITE_VALUE_ENCODER_DIMS, 4),
+        ):
+            value = getattr(self, name)
+            if not lite:
+                if value is not None:
+                    raise ValueError(
+                        f"{name} is for the lite architecture only (the official widths are fixed)"
+                    )
+                continue
+            value = default if value is None else tuple(int(v) for v in value)
+            if len(value) != size or any(v <= 0 for v in value):
+                raise ValueError(f"{name} must be {size} positive widths, got {value}")
+            object.__setattr__(self, name, value)
+        assert self.value_dim is not None and self.hidden_dim is not None
         if self.key_dim <= 0 or self.value_dim <= 0 or self.hidden_dim < 0:
             raise ValueError(f"invalid model dimensions: {self}")
 

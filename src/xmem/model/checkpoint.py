@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pickle
 import zipfile
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from xmem.config import ModelConfig
+from xmem.config import Architecture, ModelConfig
+from xmem.configio import ConfigError, build, to_dict
 from xmem.io.atomic import atomic_write
 from xmem.model.network import XMem
 
@@ -22,6 +22,18 @@ KEY_DIM_KEY = "key_proj.key_proj.weight"
 VALUE_DIM_KEY = "value_encoder.fuser.block2.conv2.weight"
 HIDDEN_KEY = "decoder.hidden_update.transform.weight"
 VALUE_CONV1_KEY = "value_encoder.conv1.weight"
+LITE_STEM_KEY = "key_encoder._conv_stem.weight"  # only the lite architecture has it
+LITE_DECODER_KEYS = (
+    "decoder.fuser.block2.conv2.weight",
+    "decoder.up_16_8.out_conv.conv2.weight",
+    "decoder.up_8_4.out_conv.conv2.weight",
+)
+LITE_VALUE_ENCODER_KEYS = (
+    VALUE_CONV1_KEY,
+    "value_encoder.blocks.0._project_conv.weight",
+    "value_encoder.blocks.1._project_conv.weight",
+    "value_encoder.blocks.2._project_conv.weight",
+)
 
 
 class CheckpointError(ValueError):
@@ -61,15 +73,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def config_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> ModelConfig:
-    """Read key / value / hidden dims from the checkpoint's tensors (never assumed)."""
-    for needed in (KEY_DIM_KEY, VALUE_DIM_KEY):
-        if needed not in state:
-            raise CheckpointError(f"{source}: not an XMem checkpoint: missing key {needed!r}")
+    """Read the architecture and its dims from the checkpoint's tensors (never assumed): the official
+    architecture's released checkpoints, or a lite network's state_dict (recognised by its EfficientNet
+    stem)."""
+    lite = LITE_STEM_KEY in state
+    needed = (KEY_DIM_KEY, VALUE_DIM_KEY) + ((*LITE_DECODER_KEYS, *LITE_VALUE_ENCODER_KEYS) if lite else ())
+    for key in needed:
+        if key not in state:
+            raise CheckpointError(f"{source}: not an XMem checkpoint: missing key {key!r}")
     hidden = state.get(HIDDEN_KEY)
-    return ModelConfig(
+    dims = dict(
         key_dim=state[KEY_DIM_KEY].shape[0],
         value_dim=state[VALUE_DIM_KEY].shape[0],
         hidden_dim=0 if hidden is None else hidden.shape[0] // 3,
+    )
+    if not lite:
+        return ModelConfig(**dims)
+    return ModelConfig(
+        architecture=Architecture.LITE,
+        decoder_dims=tuple(state[k].shape[0] for k in LITE_DECODER_KEYS),  # type: ignore[arg-type]
+        value_encoder_dims=tuple(state[k].shape[0] for k in LITE_VALUE_ENCODER_KEYS),  # type: ignore[arg-type]
+        **dims,
     )
 
 
@@ -124,9 +148,9 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCo
     if SAFETENSORS_CONFIG_KEY not in metadata:
         raise CheckpointError(f"{path}: no xmem model config in the file's metadata (not written by xmem?)")
     try:
-        config = ModelConfig(**json.loads(metadata[SAFETENSORS_CONFIG_KEY]))
+        config = build(ModelConfig, json.loads(metadata[SAFETENSORS_CONFIG_KEY]))  # enums by value
         info = json.loads(metadata.get(SAFETENSORS_INFO_KEY, "{}"))
-    except (TypeError, ValueError) as exc:
+    except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable model config in the metadata ({exc})") from None
     return state, config, info
 
@@ -137,13 +161,13 @@ def save_weights(model: XMem, path: str | Path, info: Mapping | None = None) -> 
     from safetensors.torch import save
 
     path = Path(path)
-    config = json.dumps(dataclasses.asdict(model.config))
+    config = json.dumps(to_dict(model.config))  # the architecture by its value
     info_json = json.dumps(dict(info or {}), default=str)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(tensors, metadata={SAFETENSORS_CONFIG_KEY: config, SAFETENSORS_INFO_KEY: info_json})
     with atomic_write(path) as f:
         f.write(blob)
-    sidecar = {"model": dataclasses.asdict(model.config), "info": json.loads(info_json)}
+    sidecar = {"model": to_dict(model.config), "info": json.loads(info_json)}
     with atomic_write(path.with_suffix(".json"), "w") as f:
         json.dump(sidecar, f, indent=2)
 

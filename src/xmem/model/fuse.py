@@ -5,13 +5,23 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+_PAIRS = (
+    ("conv1", "bn1"),
+    ("conv2", "bn2"),
+    ("conv3", "bn3"),
+    # EfficientNet-Lite (lukemelas-style names): the stem and the MBConv blocks
+    ("_conv_stem", "_bn0"),
+    ("_expand_conv", "_bn0"),
+    ("_depthwise_conv", "_bn1"),
+    ("_project_conv", "_bn2"),
+)
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every eval-mode BatchNorm that follows a convolution into that convolution, in place.
 
-    Covers the ResNet stems and blocks (``convN`` → ``bnN``) and their ``downsample`` (conv, bn) pairs.
+    Covers the ResNet stems and blocks (``convN`` → ``bnN``) and their ``downsample`` (conv, bn) pairs,
+    and the EfficientNet-Lite stem and MBConv blocks (depthwise convolutions included).
     """
     for child in module.children():
         fold_batchnorm(child)

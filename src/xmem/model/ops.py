@@ -1,9 +1,11 @@
-"""Convolutions with their ReLU / residual add fused in, for inference on the CPU.
+"""Convolutions with their ReLU / ReLU6 / residual add fused in, for inference on the CPU.
 
-``conv2d(x, weight, bias, ..., relu=..., add=...)`` computes ``relu?(conv(x) + add)``. On the CPU without
+``conv2d(x, weight, bias, ..., relu=..., add=...)`` computes ``relu?(conv(x) + add)`` (``relu6=True``:
+``clamp(conv(x), 0, 6)``, the activation of the MobileNet / EfficientNet-Lite blocks). On the CPU without
 autograd (the inference copy runs under ``torch.inference_mode``), in fp32 or bf16, it runs as one oneDNN
-convolution with the add and the ReLU as post-ops, which saves one or two passes over the output; the
-numbers are those of the unfused ops up to float rounding. Everywhere else it is the plain sequence.
+convolution with the add and the activation as post-ops (ReLU6 as oneDNN's ``hardtanh`` with bounds 0 and
+6, which gives the same numbers as ``F.relu6``), which saves one or two passes over the output; the numbers
+are those of the unfused ops up to float rounding. Everywhere else it is the plain sequence.
 """
 
 from __future__ import annotations
@@ -50,24 +52,50 @@ def conv2d(
     *,
     stride: int | tuple[int, ...] = 1,
     padding: int | tuple[int, ...] = 0,
+    groups: int = 1,
     relu: bool = False,
+    relu6: bool = False,
     add: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``relu?(conv2d(x, weight, bias) + add)`` (``add``: a tensor of the output's shape)."""
+    """``act(conv2d(x, weight, bias) + add)`` (``add``: a tensor of the output's shape; ``act``: ReLU with
+    ``relu``, ReLU6 with ``relu6`` (not with ``add``), else none)."""
+    if relu6 and (relu or add is not None):
+        raise ValueError("relu6 is fused without relu and without add")
     if _fusable(x, weight) and (add is None or (add.shape[0] == x.shape[0] and add.dtype == x.dtype)):
         ops = _pointwise_ops()
-        args = (_pair(padding), _pair(stride), [1, 1], 1)
+        args = (_pair(padding), _pair(stride), [1, 1], groups)
         if add is None:
+            if relu6:
+                return ops(x, weight, bias, *args, "hardtanh", [0.0, 6.0], "")
             return ops(x, weight, bias, *args, "relu" if relu else "none", [None], "")
         if x.is_contiguous(memory_format=torch.channels_last):
             add = add.contiguous(memory_format=torch.channels_last)
         return ops.binary(x, add, weight, bias, *args, "add", None, "relu" if relu else None, [], None)
-    out = F.conv2d(x, weight, bias, stride=stride, padding=padding)
+    out = F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=groups)
     if add is not None:
         out.add_(add)  # in place on a fresh output: safe under autograd too
+    if relu6:
+        return F.relu6(out, inplace=True)
     return F.relu(out, inplace=True) if relu else out
 
 
-def conv(x: torch.Tensor, layer: nn.Conv2d, *, relu: bool = False, add: torch.Tensor | None = None):
-    """:func:`conv2d` with the weights and geometry of ``layer`` (groups 1, dilation 1)."""
-    return conv2d(x, layer.weight, layer.bias, stride=layer.stride, padding=layer.padding, relu=relu, add=add)
+def conv(
+    x: torch.Tensor,
+    layer: nn.Conv2d,
+    *,
+    relu: bool = False,
+    relu6: bool = False,
+    add: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`conv2d` with the weights and geometry of ``layer`` (dilation 1)."""
+    return conv2d(
+        x,
+        layer.weight,
+        layer.bias,
+        stride=layer.stride,
+        padding=layer.padding,
+        groups=layer.groups,
+        relu=relu,
+        relu6=relu6,
+        add=add,
+    )

