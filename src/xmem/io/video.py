@@ -118,6 +118,15 @@ class VideoFile:
                         )
                     yield rgb
                 index += 1
+            if self._length is not None and index < self._length:
+                # a decoder may drop a damaged frame without an error; the frames after it then come early
+                log.warning(
+                    "%s: the file declares %d frames but %d could be decoded (a damaged frame may have been "
+                    "dropped, or the file is cut short)",
+                    self.path,
+                    self._length,
+                    index,
+                )
         except (av.error.FFmpegError, OSError) as exc:
             raise InputError(
                 f"{self.path}: frame {index} is corrupt or cannot be decoded ({_first_line(exc)})"
