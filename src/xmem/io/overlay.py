@@ -105,7 +105,9 @@ class OverlayWriter:
             self._stream.height, self._stream.width = h + h % 2, w + w % 2
         if h % 2 or w % 2:
             image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+        video_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        video_frame.pts = self.frames
+        for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
         self.frames += 1
 
