@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import GOLDEN_FLAGS, check_error
+from conftest import GOLDEN_FLAGS, check_error, decode_video
 from xmem.cli import main
 from xmem.io.masks import write_index_mask
 
@@ -50,8 +50,9 @@ def ids(path: Path) -> set[int]:
 
 def test_youtube_mode_uses_every_mask_and_davis_mode_the_first(root, tmp_path, weights):
     out = tmp_path / "yt"
-    assert segment(root, out, weights, "youtube") == 0
+    assert segment(root, out, weights, "youtube", "--overlay", str(tmp_path / "overlays")) == 0
     assert sorted(p.name for p in out.iterdir()) == ["bear", "car"]
+    assert [len(decode_video(tmp_path / "overlays" / f"{name}.mp4")) for name in VIDEOS] == [LENGTH] * 2
     for name in VIDEOS:
         assert sorted(p.name for p in (out / name).glob("*.png")) == [f"{t:05d}.png" for t in range(LENGTH)]
         assert 5 not in ids(out / name / "00002.png") and 5 in ids(out / name / "00003.png")
@@ -92,6 +93,9 @@ def test_output_folders_are_checked_before_any_work(root, tmp_path, weights, cap
     check_error(capsys, segment(root, out, weights, "youtube"), "car", "not empty")
     assert not (out / "bear").exists()  # refused before the first video was started
     check_error(capsys, segment(tmp_path, out, weights, "youtube"), "JPEGImages", "missing")
+    check_error(
+        capsys, segment(root, out, weights, "youtube", "--overlay", "o.mp4"), "o.mp4", "give a folder"
+    )
     check_error(capsys, main(["segment", str(root), "--mask", "m.png", "--videos", "v.txt", "--out", str(out)]), "--videos")  # fmt: skip
 
 

@@ -220,6 +220,8 @@ def run_segment(args: argparse.Namespace) -> int:
 def _run_dataset(args: argparse.Namespace, config: InferenceConfig) -> int:
     """Every video of a dataset root, each into ``--out/<video>/``; under torchrun, video i goes to rank
     i % world_size."""
+    if args.overlay is not None and args.overlay.suffix:
+        raise InputError(f"--overlay {args.overlay}: with --dataset, give a folder (it gets <video>.mp4)")
     names = read_video_list(args.videos) if args.videos is not None else None
     videos = find_videos(args.input, names)
     rank = rank_from_env() or Rank(0, 1, 0)

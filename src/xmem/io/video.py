@@ -101,8 +101,9 @@ class VideoFile:
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise InputError(f"{self.path}: not a readable video ({_first_line(exc)})") from None
         try:
-            # (no frame threading: a decoding error must surface at the frame it belongs to)
-            for frame in container.decode(container.streams.video[0]):
+            stream = container.streams.video[0]
+            stream.thread_type = "SLICE"  # no frame threading: an error must surface at its own frame
+            for frame in container.decode(stream):
                 if index >= start:
                     if frame.is_corrupt:
                         raise InputError(f"{self.path}: frame {index} is corrupt")
