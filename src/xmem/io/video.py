@@ -108,7 +108,7 @@ class VideoFile:
                     if frame.is_corrupt:
                         raise InputError(f"{self.path}: frame {index} is corrupt")
                     rgb = frame.to_ndarray(format="rgb24")
-                    rotation = int(frame.rotation or 0)
+                    rotation = int(getattr(frame, "rotation", 0) or 0)
                     if rotation % 360:
                         # the display matrix rotates counterclockwise; np.rot90 turns the same way
                         rgb = np.ascontiguousarray(np.rot90(rgb, k=round(rotation / 90) % 4))
