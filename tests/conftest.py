@@ -46,6 +46,8 @@ GOLDEN_FLAGS = [
     "--size", "-1", "--mem-every", "2", "--min-working-frames", "2", "--max-working-frames", "4",
     "--num-prototypes", "16", "--max-long-term-elements", "56", "--device", "cpu", "--quiet",
 ]  # fmt: skip
+# The same, processed at 48×80 (3×5 memory elements a frame): for tests of the command's behaviour
+FAST_FLAGS = [*GOLDEN_FLAGS, "--size", "48"]
 
 
 @pytest.fixture(scope="session")

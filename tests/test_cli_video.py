@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import GOLDEN_FLAGS, check_error, decode_video, write_video
+from conftest import FAST_FLAGS, GOLDEN_FLAGS, check_error, decode_video, write_video
 from xmem.cli import main
 from xmem.io.masks import write_index_mask
 
@@ -131,7 +131,9 @@ def test_corrupt_frame_mid_video_keeps_the_masks_and_overlay_before_it(tmp_path,
     video.write_bytes(bytes(data))
     write_index_mask(tmp_path / "mask.png", golden["mask0"])
     out = tmp_path / "out"
-    code = segment(video, out, weights, *SMALL, "--overlay", str(out / "ov.mp4"), mask=tmp_path / "mask.png")
+    code = segment(
+        video, out, weights, *FAST_FLAGS, "--overlay", str(out / "ov.mp4"), mask=tmp_path / "mask.png"
+    )
     check_error(capsys, code, "clip.mp4", "frame 6 is corrupt")
     assert list(pngs(out)) == [f"{i:05d}.png" for i in range(6)]
     assert len(decode_video(out / "ov.mp4")) == 6

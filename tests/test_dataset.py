@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import GOLDEN_FLAGS, check_error, decode_video
+from conftest import FAST_FLAGS, check_error, decode_video
 from xmem.cli import main
 from xmem.io.masks import write_index_mask
 
@@ -41,7 +41,7 @@ def root(tmp_path, golden) -> Path:
 
 def segment(root, out, weights, mode, *extra) -> int:
     return main(["segment", str(root), "--dataset", mode, "--out", str(out), "--weights", str(weights),
-                 *GOLDEN_FLAGS, *extra])  # fmt: skip
+                 *FAST_FLAGS, *extra])  # fmt: skip
 
 
 def ids(path: Path) -> set[int]:
@@ -105,7 +105,7 @@ def test_torchrun_ranks_share_the_videos(root, tmp_path, weights):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "xmem", "segment", str(root), "--dataset", "youtube", "--out", str(out),
-           "--weights", str(weights), *GOLDEN_FLAGS]  # fmt: skip
+           "--weights", str(weights), *FAST_FLAGS]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[rank 0] [1/1] bear" in result.stderr and "[rank 1] [1/1] car" in result.stderr

@@ -30,38 +30,42 @@ def roundtrip(state):
 
 
 def run(core, frames, prompts, start=0):
-    return [core.step(f, prompts.get(start + i), end=start + i == 15) for i, f in enumerate(frames)]
+    return [core.step(f, prompts.get(start + i), end=start + i == LENGTH - 1) for i, f in enumerate(frames)]
 
 
-@pytest.mark.parametrize("stop", [3, 12])
-def test_restored_engine_continues_bit_for_bit(golden, golden_model, stop):
-    """Stopped after ``stop`` frames (3: before any consolidation; 12: with long-term memory and
-    two object groups), saved, loaded into a fresh engine: the remaining frames' probabilities are
-    identical to an uninterrupted run, and so are the memory stores at the end."""
-    frames = golden["frames"][:16]
+LENGTH = 10
+
+
+def test_restored_engine_continues_bit_for_bit(golden, golden_model):
+    """Stopped after 3 frames (before any consolidation) or 8 (with long-term memory and two object
+    groups), saved, loaded into a fresh engine: the remaining frames' probabilities are identical to an
+    uninterrupted run's, and so are the memory stores at the end."""
+    frames = golden["frames"][:LENGTH]
     prompts = prompts_with_a_late_object(golden)
     whole = InferenceCore(golden_model, GOLDEN_CONFIG)
     expected = run(whole, frames, prompts)
+    assert whole.objects == [1, 2, 7]
 
-    first = InferenceCore(golden_model, GOLDEN_CONFIG)
-    run(first, frames[:stop], prompts)
-    state = roundtrip(first.state_dict())
-    resumed = InferenceCore(golden_model, GOLDEN_CONFIG)
-    resumed.load_state_dict(state)
-    got = run(resumed, frames[stop:], prompts, start=stop)
+    for stop in (3, 8):
+        first = InferenceCore(golden_model, GOLDEN_CONFIG)
+        run(first, frames[:stop], prompts)
+        if stop == 8:
+            assert first.memory.long.size > 0 and len(first.memory.groups) == 2
+        state = roundtrip(first.state_dict())
+        resumed = InferenceCore(golden_model, GOLDEN_CONFIG)
+        resumed.load_state_dict(state)
+        got = run(resumed, frames[stop:], prompts, start=stop)
 
-    for t, (a, b) in enumerate(zip(expected[stop:], got, strict=True), start=stop):
-        assert torch.equal(a, b), f"frame {t}"
-    assert resumed.objects == whole.objects == [1, 2, 7]
-    if stop >= 12:
-        assert whole.memory.long.size > 0 and len(whole.memory.groups) == 2
-    for name in ("work", "long"):
-        a, b = getattr(whole.memory, name), getattr(resumed.memory, name)
-        for field in ("key", "shrinkage", "selection", "use", "life"):
-            ta, tb = getattr(a, field), getattr(b, field)
-            assert (ta is None) == (tb is None)
-            assert ta is None or torch.equal(ta, tb), f"{name}.{field}"
-        assert all(torch.equal(x, y) for x, y in zip(a.values, b.values, strict=True))
+        for t, (a, b) in enumerate(zip(expected[stop:], got, strict=True), start=stop):
+            assert torch.equal(a, b), f"stopped at {stop}: frame {t}"
+        assert resumed.objects == whole.objects
+        for name in ("work", "long"):
+            a, b = getattr(whole.memory, name), getattr(resumed.memory, name)
+            for field in ("key", "shrinkage", "selection", "use", "life"):
+                ta, tb = getattr(a, field), getattr(b, field)
+                assert (ta is None) == (tb is None)
+                assert ta is None or torch.equal(ta, tb), f"{name}.{field}"
+            assert all(torch.equal(x, y) for x, y in zip(a.values, b.values, strict=True))
 
 
 def test_state_of_a_fresh_engine_restores_to_a_fresh_engine(golden, golden_model):

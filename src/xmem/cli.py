@@ -184,6 +184,7 @@ def run_segment(args: argparse.Namespace) -> int:
     device = _device(config)
     if args.overlay is not None:
         check_overlay_path(args.overlay)
+    prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume, create=False)
     model, weights = _load_weights(args.weights)
     prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     core = InferenceCore(model, dataclasses.replace(config, device=device))

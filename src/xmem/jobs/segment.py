@@ -103,8 +103,9 @@ class JobSummary:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
 
-def prepare_output_folder(folder: Path, *, overwrite: bool, resume: bool) -> None:
-    """Create ``folder``; refuse one that holds other files unless ``overwrite`` or ``resume``."""
+def prepare_output_folder(folder: Path, *, overwrite: bool, resume: bool, create: bool = True) -> None:
+    """Create ``folder`` (with ``create``); refuse one that holds other files unless ``overwrite`` or
+    ``resume``."""
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
     if folder.is_dir() and not (overwrite or resume):
@@ -114,6 +115,8 @@ def prepare_output_folder(folder: Path, *, overwrite: bool, resume: bool) -> Non
                 f"{folder}: output folder is not empty ({len(entries)} entries); use --overwrite to write "
                 "into it or --resume to continue a job"
             )
+    if not create:
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
