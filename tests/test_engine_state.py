@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 
 import numpy as np
@@ -13,6 +14,8 @@ from conftest import GOLDEN_CONFIG
 from xmem.config import ModelConfig
 from xmem.inference.core import InferenceCore
 from xmem.model.golden import golden_rule_model
+
+CONFIG = dataclasses.replace(GOLDEN_CONFIG, size=48)  # the golden memory settings, processing at 48×80
 
 
 def prompts_with_a_late_object(golden) -> dict[int, np.ndarray]:
@@ -42,17 +45,17 @@ def test_restored_engine_continues_bit_for_bit(golden, golden_model):
     uninterrupted run's, and so are the memory stores at the end."""
     frames = golden["frames"][:LENGTH]
     prompts = prompts_with_a_late_object(golden)
-    whole = InferenceCore(golden_model, GOLDEN_CONFIG)
+    whole = InferenceCore(golden_model, CONFIG)
     expected = run(whole, frames, prompts)
     assert whole.objects == [1, 2, 7]
 
     for stop in (3, 8):
-        first = InferenceCore(golden_model, GOLDEN_CONFIG)
+        first = InferenceCore(golden_model, CONFIG)
         run(first, frames[:stop], prompts)
         if stop == 8:
             assert first.memory.long.size > 0 and len(first.memory.groups) == 2
         state = roundtrip(first.state_dict())
-        resumed = InferenceCore(golden_model, GOLDEN_CONFIG)
+        resumed = InferenceCore(golden_model, CONFIG)
         resumed.load_state_dict(state)
         got = run(resumed, frames[stop:], prompts, start=stop)
 
@@ -77,7 +80,7 @@ def test_state_of_a_fresh_engine_restores_to_a_fresh_engine(golden, golden_model
 
 
 def test_state_from_another_network_or_inconsistent_state_is_refused(golden, golden_model):
-    core = InferenceCore(golden_model, GOLDEN_CONFIG)
+    core = InferenceCore(golden_model, CONFIG)
     core.step(golden["frames"][0], golden["mask0"])
     state = roundtrip(core.state_dict())
 
