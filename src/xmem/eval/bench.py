@@ -43,8 +43,9 @@ from xmem.eval.protocol import VideoResult, VideoScorer
 from xmem.inference.segmenter import VideoSegmenter
 from xmem.io.atomic import atomic_write
 from xmem.io.errors import InputError
-from xmem.io.frames import FrameFolder, natural_key
+from xmem.io.frames import natural_key
 from xmem.io.masks import read_index_mask
+from xmem.io.video import open_frames as open_video_frames
 from xmem.model.network import XMem
 
 log = logging.getLogger(__name__)
@@ -242,10 +243,9 @@ def _mask_files(folder: Path) -> list[Path]:
 
 
 def open_frames(path: Path) -> Iterable[np.ndarray]:
-    """The frames a user means by ``path``: a folder of frames. This is the one place that turns a
-    ``--video`` path into frames: any iterable of H×W×3 uint8 frames that can be iterated again (with
-    ``len`` when the count is known) plugs in here, e.g. a video-file decoder."""
-    return FrameFolder(path)
+    """The frames a user means by ``path``: a folder of frames, a video file or a glob (as for
+    ``xmem segment``). This is the one place that turns a ``--video`` path into frames."""
+    return open_video_frames(path)
 
 
 def open_video(
