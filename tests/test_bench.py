@@ -391,7 +391,7 @@ def test_bench_given_folder_with_ground_truth(weights, tmp_path, capsys) -> None
         (["--mask", "MASK"], "--mask goes with --video"),
         (["--pingpong", "0"], "--pingpong: must be at least 1"),
         (["--frames", "1"], "at least 2 frames"),
-        (["--video", "NOWHERE", "--mask", "MASK"], "nowhere: no such folder"),
+        (["--video", "NOWHERE", "--mask", "MASK"], "nowhere: no such file or folder"),
     ],
 )
 def test_bench_bad_arguments(weights, tmp_path, capsys, extra, message) -> None:
