@@ -124,13 +124,14 @@ def test_abrupt_interruption_then_resume_is_byte_identical(tmp_path, job, weight
 def test_ctrl_c_stops_after_the_frame_saves_and_resumes(tmp_path, job, weights, monkeypatch, capsys):
     video, mask, full = job
     part = tmp_path / "part"
+    handler = signal.getsignal(signal.SIGINT)  # (SIG_IGN when pytest runs in a background job)
     stop_writer(monkeypatch, after=4, action=lambda: os.kill(os.getpid(), signal.SIGINT))
     assert run(video, mask, part, weights) == 130
     monkeypatch.undo()
     err = capsys.readouterr().err
     assert "stopped after frame 4" in err and "--resume" in err
     assert load_resume_state(part / RESUME_FILE).frames_done == 5  # saved at the stop, not only every 4
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler is put back
 
     assert run(video, mask, part, weights, "--resume") == 0
     assert files(part) == files(full)
