@@ -17,10 +17,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from xmem.config import InferenceConfig, MemoryConfig, Precision, resolve_device
+from xmem.config import InferenceConfig, resolve_device
 from xmem.eval.bench_cli import add_bench_parser
 from xmem.eval.cli import add_eval_parser
 from xmem.inference.core import InferenceCore
+from xmem.inference.options import add_engine_arguments, engine_config
 from xmem.io.dataset import find_videos, read_video_list
 from xmem.io.errors import InputError
 from xmem.io.frames import FrameFolder
@@ -97,37 +98,13 @@ def _add_segment_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the job saved in --out")
     p.add_argument("--overwrite", action="store_true", help="allow an output folder that holds other files")
-    p.add_argument(
-        "--size", type=int, default=480, help="shorter side used for processing; -1 keeps the input size"
-    )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    p.add_argument("--precision", choices=[x.value for x in Precision], default="fp32")
+    add_engine_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    d = MemoryConfig()
-    p.add_argument("--mem-every", type=int, default=d.mem_every)
-    p.add_argument("--top-k", type=int, default=d.top_k)
-    p.add_argument("--min-working-frames", type=int, default=d.min_working_frames)
-    p.add_argument("--max-working-frames", type=int, default=d.max_working_frames)
-    p.add_argument("--num-prototypes", type=int, default=d.num_prototypes)
-    p.add_argument("--max-long-term-elements", type=int, default=d.max_long_term_elements)
     p.set_defaults(run=run_segment)
 
 
 def _config_from_args(args: argparse.Namespace) -> InferenceConfig:
-    try:
-        memory = MemoryConfig(
-            mem_every=args.mem_every,
-            top_k=args.top_k,
-            min_working_frames=args.min_working_frames,
-            max_working_frames=args.max_working_frames,
-            num_prototypes=args.num_prototypes,
-            max_long_term_elements=args.max_long_term_elements,
-        )
-        config = InferenceConfig(
-            memory=memory, size=args.size, precision=Precision(args.precision), device=args.device
-        )
-    except ValueError as exc:
-        raise InputError(f"invalid settings: {exc}") from None
+    config = engine_config(args)
     if args.checkpoint_every < 0:
         raise InputError(f"--checkpoint-every: must be 0 (off) or positive, got {args.checkpoint_every}")
     if args.fps <= 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from xmem.config import InferenceConfig, MemoryConfig, Precision, resolve_device
+from xmem.config import Precision, resolve_device
 from xmem.data.sources import MissingExtraError, Split
 from xmem.data.synthetic import CompositeConfig
 from xmem.eval.bench import (
@@ -26,6 +26,7 @@ from xmem.eval.bench import (
     open_video,
     write_csv,
 )
+from xmem.inference.options import add_engine_arguments, engine_config
 from xmem.io.atomic import atomic_write
 from xmem.io.errors import InputError
 from xmem.model.checkpoint import load_model
@@ -71,19 +72,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
     engine = p.add_argument_group("engine (as in xmem segment)")
     engine.add_argument("--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth)")
-    engine.add_argument(
-        "--size", type=int, default=480, help="shorter side used for processing; -1 keeps the input size"
-    )
-    engine.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    engine.add_argument("--precision", choices=[x.value for x in Precision], default="fp32")
+    add_engine_arguments(engine)
     engine.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
-    d = MemoryConfig()
-    engine.add_argument("--mem-every", type=int, default=d.mem_every)
-    engine.add_argument("--top-k", type=int, default=d.top_k)
-    engine.add_argument("--min-working-frames", type=int, default=d.min_working_frames)
-    engine.add_argument("--max-working-frames", type=int, default=d.max_working_frames)
-    engine.add_argument("--num-prototypes", type=int, default=d.num_prototypes)
-    engine.add_argument("--max-long-term-elements", type=int, default=d.max_long_term_elements)
 
     output = p.add_argument_group("output")
     output.add_argument("--out", type=Path, help=f"folder for {CSV_NAME}, {JSON_NAME} and the PNG plots")
@@ -91,23 +81,6 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     output.add_argument("--overwrite", action="store_true", help="replace bench files already in --out")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_bench)
-
-
-def engine_config(args: argparse.Namespace) -> InferenceConfig:
-    try:
-        memory = MemoryConfig(
-            mem_every=args.mem_every,
-            top_k=args.top_k,
-            min_working_frames=args.min_working_frames,
-            max_working_frames=args.max_working_frames,
-            num_prototypes=args.num_prototypes,
-            max_long_term_elements=args.max_long_term_elements,
-        )
-        return InferenceConfig(
-            memory=memory, size=args.size, precision=Precision(args.precision), device=args.device
-        )
-    except ValueError as exc:
-        raise InputError(f"invalid settings: {exc}") from None
 
 
 def _output_files(args: argparse.Namespace) -> list[Path]:
