@@ -58,6 +58,16 @@ def time_items(dataset, count: int, warmup: int = 3) -> dict[str, float]:
     return {"mean_s": statistics.fmean(times), "median_s": statistics.median(times), "max_s": max(times)}
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def davis_like_folder(root: Path, videos: int = 3, frames: int = 40) -> Path:
     rng = np.random.default_rng(0)
     for v in range(videos):
@@ -113,14 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         video.mask(t)
     fps = 100 / (time.perf_counter() - start)
 
-    machine = {"cpu": platform.processor() or platform.machine(), "threads": 1, "torch": torch.__version__}
+    machine = {"cpu": cpu_name(), "threads": 1, "torch": torch.__version__}
     report = {
         "machine": machine,
         "samples": [{"dataset": name, "shape": shape, **stats} for name, shape, stats in rows],
         "composite_video_480x854_3_objects_fps": fps,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "data_speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "data_speed.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     with open(args.out / "data_speed.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["dataset", "shape", "mean_s", "median_s", "max_s"])

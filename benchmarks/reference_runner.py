@@ -1,6 +1,7 @@
 """Drive the reference XMem code (hkchengrex/XMem, a local checkout) on the benchmark video, for comparison.
 
-Used by benchmarks/speed.py. The reference code is not part of this project: point --reference-dir at a
+Used by benchmarks/speed.py (its current interface: ``step`` takes 3×H×W images). The reference code is
+not part of this project: point --reference-dir at a
 checkout of it (its ResNet constructors set to ``pretrained=False`` so that nothing is downloaded).
 Weights: the golden rule (same key names as the released checkpoint). Prints one JSON line.
 """
@@ -65,9 +66,9 @@ def main() -> None:
     for t, frame in enumerate(video.frames()):
         image = (torch.from_numpy(frame).permute(2, 0, 1).float() / 255 - mean) / std
         if t == 0:
-            prob = core.step(image[None], first, labels, end=args.frames == 1)
+            prob = core.step(image, first, labels, end=args.frames == 1)
         else:
-            prob = core.step(image[None], end=t == args.frames - 1)
+            prob = core.step(image, end=t == args.frames - 1)
         masks[t] = torch.argmax(prob, dim=0).numpy()
         now = time.perf_counter()
         times.append(now - start)

@@ -41,3 +41,37 @@ def test_extra_input_channels_start_at_zero(tmp_path):
     load_imagenet_into_trunk(trunk, path)
     torch.testing.assert_close(trunk.conv1.weight[:, :3], reference.conv1.weight)
     assert trunk.conv1.weight[:, 3:].abs().max() == 0
+
+
+def test_value_encoder_initialised_from_a_resnet18_file(tmp_path):
+    """init.value_backbone: the value encoder's conv1 (image channels), bn1 and layer1-3 come from the
+    file, the mask channels start at zero, the fusion block is untouched."""
+    from xmem.model.backbones import load_imagenet_into_value_encoder
+    from xmem.model.network import XMem
+
+    torch.manual_seed(0)
+    reference = resnet18(weights=None)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    net = XMem()
+    fuser_before = net.value_encoder.fuser.block1.conv1.weight.clone()
+    load_imagenet_into_value_encoder(net.value_encoder, path)
+    ve = net.value_encoder
+    torch.testing.assert_close(ve.conv1.weight[:, :3], reference.conv1.weight)
+    assert ve.conv1.weight[:, 3:].abs().max() == 0
+    torch.testing.assert_close(ve.layer3[1].conv2.weight, reference.layer3[1].conv2.weight)
+    torch.testing.assert_close(ve.bn1.running_var, reference.bn1.running_var)
+    assert torch.equal(ve.fuser.block1.conv1.weight, fuser_before)
+
+
+def test_a_missing_or_wrong_imagenet_file_is_named(tmp_path):
+    import pytest
+
+    from xmem.io.errors import InputError
+
+    with pytest.raises(InputError, match="not found"):
+        load_imagenet_into_trunk(resnet50_trunk(), tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(3)}, bad)
+    with pytest.raises(InputError, match=r"bad\.pth"):
+        load_imagenet_into_trunk(resnet50_trunk(), bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,21 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import GOLDEN_FLAGS, check_error
 from xmem.cli import main
 from xmem.io.masks import DAVIS_PALETTE, read_index_mask, write_index_mask
 from xmem.model.golden import golden_rule_state_dict
-
-GOLDEN_FLAGS = [
-    "--size", "-1", "--mem-every", "2", "--min-working-frames", "2", "--max-working-frames", "4",
-    "--num-prototypes", "16", "--max-long-term-elements", "56", "--device", "cpu", "--quiet",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "golden.pth"
-    torch.save(golden_rule_state_dict(), path)
-    return path
 
 
 @pytest.fixture
@@ -47,7 +37,7 @@ def test_segment_writes_palette_pngs_named_after_frames(video, weights, golden, 
     out = tmp_path / "out"
     assert segment(frames, mask, out, weights) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(f"frame{t * 4}.png" for t in range(8))
+    assert names == sorted([*(f"frame{t * 4}.png" for t in range(8)), "summary.json"])
     for t in range(8):
         img = Image.open(out / f"frame{t * 4}.png")
         assert img.mode == "P"
@@ -68,18 +58,11 @@ def test_binary_and_grey_masks_are_read(tmp_path, golden):
     assert set(np.unique(read_index_mask(grey)).tolist()) == {0, 3, 6}
 
 
-def check_error(capsys, code: int, *needles: str) -> None:
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-
-
 def test_missing_and_empty_frame_folders(tmp_path, video, weights, capsys):
     _, mask = video
-    check_error(capsys, segment(tmp_path / "nope", mask, tmp_path / "o", weights), "nope", "no such folder")
+    check_error(
+        capsys, segment(tmp_path / "nope", mask, tmp_path / "o", weights), "nope", "no such file or folder"
+    )
     (tmp_path / "empty").mkdir()
     check_error(capsys, segment(tmp_path / "empty", mask, tmp_path / "o", weights), "empty", "no frames")
 
@@ -128,7 +111,14 @@ def test_frames_of_different_sizes_keep_earlier_outputs(tmp_path, video, weights
     Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(frames / "frame13.png")  # the 5th frame
     out = tmp_path / "out"
     check_error(capsys, segment(frames, mask, out, weights), "frame13.png", "differs")
-    assert sorted(p.name for p in out.iterdir()) == ["frame0.png", "frame12.png", "frame4.png", "frame8.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "frame0.png",
+        "frame12.png",
+        "frame4.png",
+        "frame8.png",
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["frames"] == 4 and "frame13.png" in summary["error"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
@@ -137,4 +127,5 @@ def test_corrupt_frame_mid_video(tmp_path, video, weights, capsys):
     (frames / "frame9.png").write_bytes(b"\x89PNG garbage")
     out = tmp_path / "out"
     check_error(capsys, segment(frames, mask, out, weights), "frame9.png", "not a readable image")
-    assert len(list(out.iterdir())) == 3  # frames 0, 4, 8 were written before the corrupt one
+    # frames 0, 4, 8 were written before the corrupt one
+    assert sorted(p.name for p in out.glob("*.png")) == ["frame0.png", "frame4.png", "frame8.png"]

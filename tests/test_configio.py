@@ -22,17 +22,23 @@ hidden_dim = 8
 name = "static"
 iterations = 10
 batch_size = 2
-[stages.data]
-num_frames = 3
-[stages.data.static]
+[stages.data.static.config]
 size = 64
+num_frames = 3
 
 [[stages]]
 name = "main"
 iterations = 20
-[stages.data.synthetic]
-size = 64
+[stages.data.synthetic.config]
+num_frames = 4
+max_objects = 2
+[stages.data.synthetic.config.video]
+height = 64
+width = 64
 objects = [1, 2]
+[stages.data.curriculum]
+values = [2, 4]
+boundaries = [0.5]
 [stages.optim]
 lr = 1e-4
 steps = [15]
@@ -50,9 +56,10 @@ def test_nested_config_is_built_with_types(tmp_path: Path) -> None:
     assert cfg.seed == 3 and cfg.precision is TrainPrecision.FP32
     assert cfg.model.value_dim == 32
     assert [s.name for s in cfg.stages] == ["static", "main"]
-    assert cfg.stages[0].data.static is not None and cfg.stages[0].data.static.size == 64
+    assert cfg.stages[0].data.static is not None and cfg.stages[0].data.static.config.size == 64
     assert cfg.stages[0].data.static.root is None
-    assert cfg.stages[1].data.synthetic.objects == (1, 2)
+    assert cfg.stages[1].data.synthetic.config.video.objects == (1, 2)
+    assert cfg.stages[1].data.curriculum.max_skip(0.7) == 4
     assert cfg.stages[1].optim.lr == 1e-4 and cfg.stages[1].optim.steps == (15,)
     assert cfg.stages[1].optim.weight_decay == 0.05  # the recipe's default
 
@@ -76,6 +83,7 @@ def test_overrides_change_values_with_toml_types(tmp_path: Path) -> None:
         (["stages.5.iterations=1"], "no item 5"),
         (["seed"], "not of the form key=value"),
         (["stages.0.iterations=0"], "iterations, batch_size and num_ref_frames must be positive"),
+        (["stages.1.data.synthetic.config.num_frames=5", "stages.1.data.static.config.size=64"], "disagree"),
     ],
 )
 def test_bad_keys_and_values_are_named(tmp_path: Path, overrides: list[str], message: str) -> None:
@@ -94,7 +102,8 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
 def test_round_trip_through_plain_data(tmp_path: Path) -> None:
     cfg = load_config(TrainConfig, write(tmp_path))
     data = to_dict(cfg)
-    assert data["precision"] == "fp32" and data["stages"][1]["data"]["synthetic"]["objects"] == [1, 2]
+    assert data["precision"] == "fp32"
+    assert data["stages"][1]["data"]["synthetic"]["config"]["video"]["objects"] == [1, 2]
     from xmem.configio import build
 
     assert build(TrainConfig, data) == cfg
@@ -102,3 +111,11 @@ def test_round_trip_through_plain_data(tmp_path: Path) -> None:
 
 def test_apply_overrides_creates_tables() -> None:
     assert apply_overrides({}, ["a.b=1", "a.c=[1, 2]", "d=word"]) == {"a": {"b": 1, "c": [1, 2]}, "d": "word"}
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")), ids=lambda p: p.name
+)
+def test_shipped_training_configs_parse(path: Path) -> None:
+    cfg = load_config(TrainConfig, path)
+    assert cfg.stages and all(s.iterations > 0 for s in cfg.stages)

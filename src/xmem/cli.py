@@ -1,152 +1,329 @@
-"""The ``xmem`` command line."""
+"""The ``xmem`` command line: ``xmem segment`` (videos, frame folders, datasets) and ``xmem info``.
+
+Each subcommand is one ``_add_*_parser(subparsers)`` function registered in :data:`COMMANDS`; its
+``run(args)`` returns the exit status. Bad input raises :class:`InputError` (or
+:class:`CheckpointError`), which :func:`main` prints as one ``xmem: error: ...`` line, exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import logging
+import signal
 import sys
-import time
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
-from xmem.config import InferenceConfig, MemoryConfig, Precision, resolve_device
+from xmem.config import InferenceConfig, resolve_device
+from xmem.eval.bench_cli import add_bench_parser
 from xmem.eval.cli import add_eval_parser
-from xmem.inference.segmenter import VideoSegmenter
+from xmem.inference.core import InferenceCore
+from xmem.inference.options import add_engine_arguments, engine_config
+from xmem.io.dataset import find_videos, read_video_list
 from xmem.io.errors import InputError
 from xmem.io.frames import FrameFolder
-from xmem.io.masks import read_index_mask, write_index_mask
+from xmem.io.overlay import check_overlay_path
+from xmem.io.prompts import load_prompts
+from xmem.io.video import open_frames
+from xmem.jobs.distributed import Rank, barrier, process_group, rank_from_env, shard
+from xmem.jobs.segment import JobStopped, OutputOptions, SegmentJob, prepare_output_folder
 from xmem.model.checkpoint import CheckpointError, load_model
+from xmem.model.info import describe_checkpoint, file_sha256
+from xmem.model.network import XMem
+from xmem.train.cli import add_export_parser, add_train_parser
 
 log = logging.getLogger("xmem")
 
 
+# -- xmem segment ------------------------------------------------------------------------------------------
 def _add_segment_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment",
-        help="propagate a first-frame mask through a folder of frames",
-        description="Segment every frame of FRAMES (a folder of jpg/png frames, natural order) from the "
-        "index mask of its first frame; writes one palette PNG per frame, named after the frame.",
+        help="propagate masks through a video, a folder of frames or a dataset",
+        description="Segment every frame of INPUT from masks given on some of its frames. Writes one palette "
+        "PNG per frame (named after the frame; 00000.png, 00001.png, ... for video files) at the input "
+        "resolution, and summary.json, into --out.",
     )
-    p.add_argument("frames", type=Path, help="folder of frames")
     p.add_argument(
-        "--mask", type=Path, required=True, help="index mask of the first frame (palette/grey PNG)"
+        "input",
+        help="a video file (mp4, avi, mov, mkv), a folder of frames (jpg/png, natural order), a quoted glob "
+        "pattern such as 'shots/*.jpg', or with --dataset a DAVIS / YouTube-VOS root",
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder for the masks")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument(
+        "--mask", type=Path, help="index mask of the first frame (palette/grey/binary/RGB PNG)"
+    )
+    given.add_argument(
+        "--masks",
+        type=Path,
+        help="folder of masks named after their frames (00000.png ...); a later mask adds objects or "
+        "corrects the ones it holds",
+    )
+    given.add_argument(
+        "--dataset",
+        choices=["davis", "youtube"],
+        help="INPUT is a dataset root (JPEGImages/<video>/, Annotations/<video>/): davis uses each video's "
+        "first mask, youtube every mask of Annotations/<video>/ on its frame",
+    )
+    p.add_argument(
+        "--videos", type=Path, help="with --dataset: file naming the videos to process, one a line"
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (with --dataset: one folder per video in it)"
+    )
     p.add_argument("--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth)")
     p.add_argument(
-        "--size", type=int, default=480, help="shorter side used for processing; -1 keeps the input size"
+        "--overlay",
+        type=Path,
+        help="also write the frames with the masks drawn on them to this video (.mp4/.mkv/.mov/.avi); with "
+        "--dataset a folder that gets <video>.mp4",
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    p.add_argument("--precision", choices=[x.value for x in Precision], default="fp32")
+    p.add_argument(
+        "--fps", type=float, default=24.0, help="overlay frame rate for frame folders (default 24)"
+    )
+    p.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write probabilities/<object id>/<frame>.png (probability x 255)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="save the resume state every N frames (Ctrl-C always saves it)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the job saved in --out")
     p.add_argument("--overwrite", action="store_true", help="allow an output folder that holds other files")
+    add_engine_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    d = MemoryConfig()
-    p.add_argument("--mem-every", type=int, default=d.mem_every)
-    p.add_argument("--top-k", type=int, default=d.top_k)
-    p.add_argument("--min-working-frames", type=int, default=d.min_working_frames)
-    p.add_argument("--max-working-frames", type=int, default=d.max_working_frames)
-    p.add_argument("--num-prototypes", type=int, default=d.num_prototypes)
-    p.add_argument("--max-long-term-elements", type=int, default=d.max_long_term_elements)
     p.set_defaults(run=run_segment)
 
 
 def _config_from_args(args: argparse.Namespace) -> InferenceConfig:
+    config = engine_config(args)
+    if args.checkpoint_every < 0:
+        raise InputError(f"--checkpoint-every: must be 0 (off) or positive, got {args.checkpoint_every}")
+    if args.fps <= 0:
+        raise InputError(f"--fps: must be positive, got {args.fps}")
+    return config
+
+
+def _device(config: InferenceConfig, rank: Rank | None = None) -> str:
+    """The device to run on; under torchrun each process takes the GPU of its local rank."""
+    name = config.device
     try:
-        memory = MemoryConfig(
-            mem_every=args.mem_every,
-            top_k=args.top_k,
-            min_working_frames=args.min_working_frames,
-            max_working_frames=args.max_working_frames,
-            num_prototypes=args.num_prototypes,
-            max_long_term_elements=args.max_long_term_elements,
-        )
-        return InferenceConfig(
-            memory=memory, size=args.size, precision=Precision(args.precision), device=args.device
-        )
+        device = resolve_device(name)
     except ValueError as exc:
-        raise InputError(f"invalid settings: {exc}") from None
+        raise InputError(f"--device: {exc}") from None
+    if rank is not None and rank.world_size > 1 and device.type == "cuda" and device.index is None:
+        return str(resolve_device(f"cuda:{rank.local_rank}"))
+    return str(device)
 
 
-def _check_output_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    others = [p.name for p in out.iterdir()]
-    if others and not overwrite:
-        raise InputError(
-            f"{out}: output folder is not empty ({len(others)} entries); use --overwrite to write into it"
-        )
+def _load_weights(path: Path | None) -> tuple[XMem, dict[str, object]]:
+    """The network and its provenance. Without a path, :func:`load_model` decides (the one place where the
+    default model will come in)."""
+    model = load_model(path)
+    if path is None:
+        return model, {"path": "default"}
+    return model, {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(job: SegmentJob) -> Iterator[None]:
+    """First Ctrl-C: the job stops after the current frame and saves its resume state; second: at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        if job.stop_requested:
+            raise KeyboardInterrupt
+        job.request_stop()
+        log.warning("xmem: stopping after this frame (press Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_segment(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
-    frames = FrameFolder(args.frames)
-    mask = read_index_mask(args.mask)
-    h, w = frames.first_size()
-    if mask.shape != (h, w):
-        raise InputError(
-            f"{args.mask}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the frames' {w}x{h}"
-        )
-    if not mask.any():
-        raise InputError(f"{args.mask}: the mask holds no object (all pixels are 0)")
-    try:
-        resolve_device(config.device)
-    except ValueError as exc:
-        raise InputError(f"--device: {exc}") from None
-    if args.weights is None:
-        raise InputError(
-            "--weights: no checkpoint given (the embedded default model is not part of this release)"
-        )
-    model = load_model(args.weights)
-    _check_output_folder(args.out, args.overwrite)
-
-    segmenter = VideoSegmenter(model, config)
-    names = frames.names
-    log.info(
-        "segmenting %d frames of %s on %s (%s)",
-        len(frames),
-        args.frames,
-        segmenter.core.device,
-        args.precision,
+    if args.dataset is not None:
+        return _run_dataset(args, config)
+    if args.videos is not None:
+        raise InputError("--videos: only with --dataset")
+    source = open_frames(args.input)
+    prompts = load_prompts(source, mask=args.mask, masks=args.masks)
+    device = _device(config)
+    if args.overlay is not None:
+        check_overlay_path(args.overlay)
+    prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume, create=False)
+    model, weights = _load_weights(args.weights)
+    prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
+    core = InferenceCore(model, dataclasses.replace(config, device=device))
+    options = OutputOptions(
+        args.out,
+        overlay=args.overlay,
+        save_probabilities=args.save_probabilities,
+        checkpoint_every=args.checkpoint_every,
+        overlay_fps=args.fps,
     )
-    start = time.perf_counter()
-    bar = tqdm(total=len(frames), unit="frame", disable=args.quiet, dynamic_ncols=True)
-    try:
-        for index, out_mask in segmenter.propagate(frames, {0: mask}):
-            write_index_mask(args.out / f"{names[index]}.png", out_mask.astype(np.uint8))
-            bar.update(1)
-            memory = segmenter.core.memory
-            bar.set_postfix(work=memory.work.size, long=memory.long.size, refresh=False)
-    finally:
-        bar.close()
-    elapsed = time.perf_counter() - start
-    log.info("wrote %d masks to %s (%.2f frames/s)", len(frames), args.out, len(frames) / max(elapsed, 1e-9))
+    job = SegmentJob(
+        core, source, prompts, options, weights=weights, resume=args.resume, progress=not args.quiet
+    )
+    log.info(
+        "segmenting %s (%s frames) on %s (%s), objects %s",
+        source.location,
+        source.length if source.length is not None else "?",
+        core.device,
+        args.precision,
+        prompts.objects,
+    )
+    with _stop_on_ctrl_c(job):
+        summary = job.run()
+    log.info(
+        "wrote %d masks to %s (%.2f frames/s, peak RSS %s MiB)",
+        summary.frames,
+        args.out,
+        summary.frames_per_second,
+        summary.peak_memory_mib.get("process_rss"),
+    )
     return 0
+
+
+def _run_dataset(args: argparse.Namespace, config: InferenceConfig) -> int:
+    """Every video of a dataset root, each into ``--out/<video>/``; under torchrun, video i goes to rank
+    i % world_size."""
+    if args.overlay is not None and args.overlay.suffix:
+        raise InputError(f"--overlay {args.overlay}: with --dataset, give a folder (it gets <video>.mp4)")
+    names = read_video_list(args.videos) if args.videos is not None else None
+    videos = find_videos(args.input, names)
+    rank = rank_from_env() or Rank(0, 1, 0)
+    device = _device(config, rank)
+    mine = shard(videos, rank.rank, rank.world_size)
+    known = {v.name for v in videos}
+    if args.out.is_dir() and not (args.overwrite or args.resume):
+        others = sorted(p.name for p in args.out.iterdir() if p.name not in known)
+        if others:
+            raise InputError(
+                f"{args.out}: holds files that are not outputs of this dataset ({', '.join(others[:3])}); "
+                "use --overwrite to write into it"
+            )
+    for video in mine:  # before any work: a refused folder must not stop the job hours later
+        folder = args.out / video.name
+        if folder.is_dir() and any(folder.iterdir()) and not (args.overwrite or args.resume):
+            raise InputError(
+                f"{folder}: output folder is not empty; use --overwrite to write into it or --resume to "
+                "continue"
+            )
+    model, weights = _load_weights(args.weights)
+    core = InferenceCore(model, dataclasses.replace(config, device=device))
+    log.info(
+        "%d videos of %s%s on %s",
+        len(mine),
+        args.input,
+        f" (rank {rank.rank} of {rank.world_size}, {len(videos)} in all)" if rank.world_size > 1 else "",
+        core.device,
+    )
+    failed: list[str] = []
+    with process_group(rank, core.device):
+        for i, video in enumerate(mine, start=1):
+            log.info("[%d/%d] %s", i, len(mine), video.name)
+            try:
+                source = FrameFolder(video.frames)
+                prompts = load_prompts(source, masks=video.annotations, first_only=args.dataset == "davis")
+                folder = args.out / video.name
+                prepare_output_folder(folder, overwrite=True, resume=args.resume)
+                options = OutputOptions(
+                    folder,
+                    overlay=None if args.overlay is None else args.overlay / f"{video.name}.mp4",
+                    save_probabilities=args.save_probabilities,
+                    checkpoint_every=args.checkpoint_every,
+                    overlay_fps=args.fps,
+                )
+                job = SegmentJob(
+                    core,
+                    source,
+                    prompts,
+                    options,
+                    weights=weights,
+                    resume=args.resume,
+                    progress=not args.quiet and rank.rank == 0,
+                )
+                with _stop_on_ctrl_c(job):
+                    job.run()
+            except InputError as exc:
+                log.error("xmem: error: %s", exc)
+                failed.append(video.name)
+        barrier()
+    if failed:
+        raise InputError(
+            f"{len(failed)} of {len(mine)} videos failed: {', '.join(failed)} (their errors are above)"
+        )
+    return 0
+
+
+# -- xmem info ---------------------------------------------------------------------------------------------
+def _add_info_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="describe a checkpoint: variant, dims, parameters, provenance",
+        description="Check that WEIGHTS loads into the XMem architecture and describe it.",
+    )
+    p.add_argument("weights", type=Path, help="XMem checkpoint (e.g. XMem.pth)")
+    p.set_defaults(run=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = describe_checkpoint(args.weights)
+    print("\n".join(info.lines()))
+    return 0
+
+
+# -- entry point -------------------------------------------------------------------------------------------
+# one line per subcommand
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_segment_parser,
+    _add_info_parser,
+    add_eval_parser,
+    add_bench_parser,
+    add_train_parser,
+    add_export_parser,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmem", description="Long-video object segmentation with XMem.")
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_segment_parser(sub)
-    add_eval_parser(sub)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    rank = rank_from_env()
+    prefix = f"[rank {rank.rank}] " if rank is not None and rank.world_size > 1 else ""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=f"{prefix}%(message)s")
     try:
         return args.run(args)
     except (InputError, CheckpointError) as exc:
         print(f"xmem: error: {exc}", file=sys.stderr)
         return 2
+    except JobStopped as exc:
+        print(f"xmem: {exc}; run the same command with --resume to continue", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("xmem: interrupted; masks written so far are complete", file=sys.stderr)
+        print("xmem: interrupted; the files written so far are complete", file=sys.stderr)
         return 130
 
 

@@ -88,7 +88,8 @@ class ImageMaskFolder:
 
 class PhotoComposites:
     """``items`` still images made of the bundled photographs: frame 0 of composite videos with one
-    object (``objects`` for more) over a photograph background, ``size``×``size``."""
+    object (``objects`` for more) over a photograph background, ``size``×``size``; objects are larger
+    and more central than in the videos, as in the saliency datasets of stage 0."""
 
     def __init__(
         self,
@@ -99,7 +100,16 @@ class PhotoComposites:
         objects: tuple[int, int] = (1, 1),
     ) -> None:
         self.items = items
-        self.config = CompositeConfig(height=size, width=size, length=1, objects=objects, split=split)
+        self.config = CompositeConfig(
+            height=size,
+            width=size,
+            length=1,
+            objects=objects,
+            split=split,
+            object_size=(0.4, 0.7),
+            scale_change=1.2,
+            first_position=(0.3, 0.7),
+        )
 
     def __len__(self) -> int:
         return self.items

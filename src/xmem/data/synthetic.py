@@ -46,8 +46,9 @@ class CompositeConfig:
     Trajectories pass through random keyframes every ``keyframe_interval`` frames (a range; one value
     per object): position anywhere in the inner 80 % of the frame, or, with ``exit_probability``, fully
     outside the frame (the object leaves and later comes back); rotation within ±``rotation`` degrees;
-    scale within [1/``scale_change``, ``scale_change``]. At frame 0 every object shows at least
-    ``min_visible`` of its area. The background is a photograph, or with ``video_probability`` one of
+    scale within [1/``scale_change``, ``scale_change``]. At frame 0 object centres lie within
+    ``first_position`` (fractions of the frame size) and every object shows at least ``min_visible`` of
+    its area. The background is a photograph, or with ``video_probability`` one of
     ``background_videos`` (needs PyAV), seen through a window zooming within ``background_zoom`` and
     panning through keyframes every ``background_interval`` frames.
     """
@@ -67,6 +68,7 @@ class CompositeConfig:
     background_videos: tuple[Path, ...] = ()
     video_probability: float = 0.5
     min_visible: float = 0.4
+    first_position: tuple[float, float] = (0.1, 0.9)
 
     def __post_init__(self) -> None:
         if self.height < 8 or self.width < 8 or self.length < 1:
@@ -81,6 +83,8 @@ class CompositeConfig:
             raise ValueError("invalid background interval range")
         if not 1 <= self.background_zoom[0] <= self.background_zoom[1]:
             raise ValueError("background zoom must be a range of factors ≥ 1")
+        if not 0.0 <= self.first_position[0] <= self.first_position[1] <= 1.0:
+            raise ValueError("first_position must be a range of fractions of the frame size")
         for name in ("exit_probability", "video_probability", "min_visible"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -202,7 +206,8 @@ class CompositeVideo:
         angle = rng.uniform(-cfg.rotation, cfg.rotation)
         leaves = rng.random() < cfg.exit_probability and k != 0
         side_of_frame, along = int(rng.integers(4)), rng.uniform(0.0, 1.0)
-        x, y = rng.uniform(0.1, 0.9) * cfg.width, rng.uniform(0.1, 0.9) * cfg.height
+        low, high = cfg.first_position if k == 0 else (0.1, 0.9)
+        x, y = rng.uniform(low, high) * cfg.width, rng.uniform(low, high) * cfg.height
         if leaves:
             # Beyond the half-diagonal of the rotated square: the whole object is outside.
             r = obj.side * math.exp(log_scale) * math.sqrt(0.5) + 2.0
@@ -241,9 +246,11 @@ class CompositeVideo:
 
     def _place_first_frame(self) -> None:
         """Redraw the frame-0 keyframes until every object shows ``min_visible`` of its area (20 tries;
-        the best layout otherwise)."""
+        then the best layout, once every object shows some of its area)."""
         best_attempt, best_score = 0, -1.0
-        for attempt in range(20):
+        for attempt in range(200):
+            if attempt >= 20 and best_score > 0:
+                break
             for obj in self._objects:
                 obj.attempt = attempt
             amodal = self.amodal_masks(0)

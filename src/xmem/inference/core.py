@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from xmem.inference.preprocess import (
     resize_probabilities,
     unpad,
 )
-from xmem.memory.manager import MemoryManager
+from xmem.memory.manager import MemoryManager, MemoryState
 from xmem.model.fuse import fold_batchnorm
 from xmem.model.modules import aggregate
 from xmem.model.network import XMem
@@ -206,3 +207,54 @@ class InferenceCore:
         raise ValueError(
             f"mask must be an H×W integer index mask or a K×H×W float tensor, got {tuple(m.shape)} {m.dtype}"
         )
+
+    # -- serialisation -------------------------------------------------------------------------------------
+    def state_dict(self) -> EngineState:
+        """Everything the engine knows about the video so far (memories, object ids, frame counters), as
+        plain tensors, ints and lists: ``torch.save`` it, and :meth:`load_state_dict` in an engine with the
+        same network and settings continues the video exactly as this one would."""
+        return EngineState(
+            objects=list(self.objects),
+            frame_index=self.frame_index,
+            last_memory_index=self.last_memory_index,
+            memory=self.memory.state_dict(),
+        )
+
+    def load_state_dict(self, state: EngineState) -> None:
+        """Continue a video from :meth:`state_dict`'s output (tensors are moved to this engine's device).
+
+        Raises ``ValueError`` when ``state`` does not fit this engine's network or is inconsistent.
+        """
+        if not isinstance(state, dict) or set(state) != set(EngineState.__annotations__):
+            raise ValueError("not an engine state")
+        objects = state["objects"]
+        if not isinstance(objects, list) or not all(isinstance(o, int) and o > 0 for o in objects):
+            raise ValueError("engine state: objects must be a list of positive ids")
+        for name in ("frame_index", "last_memory_index"):
+            if not isinstance(state[name], int):  # type: ignore[literal-required]
+                raise ValueError(f"engine state: {name} must be an int")
+        memory = MemoryManager(self.config.memory, self.network.config.hidden_dim)
+        memory.load_state_dict(state["memory"], self.device)
+        if memory.objects != objects:
+            raise ValueError("engine state: the memory's objects differ from the engine's objects")
+        dims = self.network.config
+        for store in (memory.work, memory.long):
+            if store.key is not None and store.key.shape[0] != dims.key_dim:
+                raise ValueError(
+                    f"engine state: keys of {store.key.shape[0]} channels, the network has {dims.key_dim}"
+                )
+            if any(v.shape[2] != dims.value_dim for v in store.values):
+                raise ValueError(f"engine state: values do not have the network's {dims.value_dim} channels")
+        self.memory = memory
+        self.objects = list(objects)
+        self.frame_index = state["frame_index"]
+        self.last_memory_index = state["last_memory_index"]
+
+
+class EngineState(TypedDict):
+    """The serialised form of an :class:`InferenceCore`'s per-video state."""
+
+    objects: list[int]
+    frame_index: int
+    last_memory_index: int
+    memory: MemoryState

@@ -1,10 +1,18 @@
-"""Frame sources: a folder of images (natural sort), read lazily."""
+"""Frame sources made of image files: a folder of frames or a glob pattern (natural sort), read lazily.
+
+Every frame source (these and :class:`xmem.io.video.VideoFile`) offers the :class:`FrameSource`
+interface: ``frames(start)`` yields H×W×3 uint8 RGB frames one at a time, ``name(index)`` is the name
+of the frame's outputs, ``first_size()`` its size, ``length`` the number of frames when known.
+"""
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -29,26 +37,78 @@ def read_rgb(path: Path) -> np.ndarray:
         raise InputError(f"{path}: not a readable image ({exc})") from None
 
 
-class FrameFolder:
-    """The images of a folder, in natural order, decoded one at a time. All frames must share one size."""
+@runtime_checkable
+class FrameSource(Protocol):
+    """A video as a sequence of RGB frames, decoded one at a time (memory does not grow with length)."""
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        if not self.folder.exists():
-            raise InputError(f"{self.folder}: no such folder")
-        if not self.folder.is_dir():
-            raise InputError(f"{self.folder}: not a folder of frames")
-        self.paths = sorted(
-            (
-                p
-                for p in self.folder.iterdir()
-                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-            ),
-            key=lambda p: natural_key(p.name),
+    @property
+    def location(self) -> str:
+        """The path or pattern the frames come from (for messages)."""
+        ...
+
+    @property
+    def length(self) -> int | None:
+        """Number of frames, or None when not known before decoding (some video containers)."""
+        ...
+
+    @property
+    def fps(self) -> float | None:
+        """Frame rate when the source has one (video files)."""
+        ...
+
+    def name(self, index: int) -> str:
+        """Name of frame ``index`` (without suffix): the outputs of that frame are named after it."""
+        ...
+
+    def index_of(self, stem: str) -> int | None:
+        """The index of the frame a mask file named ``stem`` belongs to, or None."""
+        ...
+
+    def first_size(self) -> tuple[int, int]:
+        """(H, W) of the first frame."""
+        ...
+
+    def frames(self, start: int = 0) -> Iterator[np.ndarray]:
+        """H×W×3 uint8 RGB frames from index ``start`` on. Raises :class:`InputError` at a frame that
+        cannot be read or whose size differs from the first frame's (the frames before it were yielded)."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A short string that changes when the frames change (names, sizes of the files)."""
+        ...
+
+
+class ImageSequence:
+    """Image files in a given order, decoded one at a time. All frames must share one size, and no two may
+    share a name (their outputs would collide)."""
+
+    def __init__(self, paths: Sequence[Path], location: str) -> None:
+        self.paths = list(paths)
+        self._location = location
+        seen: dict[str, Path] = {}
+        for p in self.paths:
+            if p.stem in seen:
+                raise InputError(f"{p}: two frames named {p.stem!r} ({seen[p.stem].name} and {p.name})")
+            seen[p.stem] = p
+        self._index = {p.stem: i for i, p in enumerate(self.paths)}
+        numbers = [int(p.stem) for p in self.paths if p.stem.isdigit()]
+        self._numbered = (
+            {int(p.stem): i for i, p in enumerate(self.paths)}
+            if len(numbers) == len(self.paths) and len(set(numbers)) == len(numbers)
+            else {}
         )
-        if not self.paths:
-            raise InputError(f"{self.folder}: no frames (jpg/png) in the folder")
-        self._size: tuple[int, int] | None = None
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @property
+    def length(self) -> int:
+        return len(self.paths)
+
+    @property
+    def fps(self) -> float | None:
+        return None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -57,19 +117,87 @@ class FrameFolder:
     def names(self) -> list[str]:
         return [p.stem for p in self.paths]
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for path in self.paths:
+    def name(self, index: int) -> str:
+        return self.paths[index].stem
+
+    def index_of(self, stem: str) -> int | None:
+        """Exact name match, or for numbered frames the same number (``0.png`` for ``00000.jpg``)."""
+        if stem in self._index:
+            return self._index[stem]
+        if stem.isdigit():
+            return self._numbered.get(int(stem))
+        return None
+
+    def first_size(self) -> tuple[int, int]:
+        path = self.paths[0]
+        try:
+            with Image.open(path) as img:
+                return img.height, img.width
+        except FileNotFoundError:
+            raise InputError(f"{path}: frame file not found") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"{path}: not a readable image ({exc})") from None
+
+    def frames(self, start: int = 0) -> Iterator[np.ndarray]:
+        size = self.first_size()
+        for path in self.paths[start:]:
             frame = read_rgb(path)
-            if self._size is None:
-                self._size = frame.shape[:2]
-            elif frame.shape[:2] != self._size:
+            if frame.shape[:2] != size:
                 raise InputError(
                     f"{path}: frame size {frame.shape[1]}x{frame.shape[0]} differs from the first frame's "
-                    f"{self._size[1]}x{self._size[0]}"
+                    f"{size[1]}x{size[0]}"
                 )
             yield frame
 
-    def first_size(self) -> tuple[int, int]:
-        """(H, W) of the first frame."""
-        with Image.open(self.paths[0]) as img:
-            return img.height, img.width
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.frames()
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for p in self.paths:
+            try:
+                size = p.stat().st_size
+            except OSError:
+                size = -1
+            h.update(f"{p.name}:{size}\n".encode())
+        return f"{len(self.paths)} frames, {h.hexdigest()[:16]}"
+
+
+def _images(paths) -> list[Path]:
+    return sorted(
+        (
+            Path(p)
+            for p in paths
+            if Path(p).suffix.lower() in IMAGE_SUFFIXES
+            and not Path(p).name.startswith(".")
+            and Path(p).is_file()
+        ),
+        key=lambda p: natural_key(str(p)),
+    )
+
+
+class FrameFolder(ImageSequence):
+    """The images of a folder (jpg, png, bmp, webp), in natural order: ``2.jpg`` before ``10.jpg``."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not self.folder.exists():
+            raise InputError(f"{self.folder}: no such folder")
+        if not self.folder.is_dir():
+            raise InputError(f"{self.folder}: not a folder of frames")
+        paths = _images(self.folder.iterdir())
+        if not paths:
+            raise InputError(f"{self.folder}: no frames (jpg/png) in the folder")
+        super().__init__(paths, str(self.folder))
+
+
+class FrameGlob(ImageSequence):
+    """The images matching a glob pattern (``"clip/*.jpg"``, ``"shots/**/*.png"``), in natural order of
+    their paths."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        paths = _images(glob.glob(pattern, recursive=True))
+        if not paths:
+            raise InputError(f"{pattern}: no frames (jpg/png) match the pattern")
+        super().__init__(paths, pattern)

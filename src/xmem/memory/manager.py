@@ -11,6 +11,7 @@ engine's object list. Nothing here grows with the number of frames once long-ter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 
@@ -24,7 +25,7 @@ from xmem.memory.similarity import (
     topk_softmax,
     usage_of,
 )
-from xmem.memory.store import MemoryStore
+from xmem.memory.store import MemoryStore, StoreState
 
 
 @dataclass
@@ -266,6 +267,72 @@ class MemoryManager:
         hidden = 0 if self.hidden is None else self.hidden.numel() * self.hidden.element_size()
         cached = 0 if self._readable is None else self._readable.keys.numel() * 4
         return self.work.nbytes() + self.long.nbytes() + hidden + cached
+
+    # -- serialisation -------------------------------------------------------------------------------------
+    def state_dict(self) -> MemoryState:
+        """The three memories as plain tensors, ints and lists (for saving a job and resuming it exactly)."""
+        return MemoryState(
+            work=self.work.state_dict(),
+            long=self.long.state_dict(),
+            groups=[list(g) for g in self.groups],
+            hidden=self.hidden,
+            frame_elements=self.frame_elements,
+        )
+
+    def load_state_dict(self, state: MemoryState, device: torch.device | None = None) -> None:
+        """Replace the memories with those of ``state`` (from :meth:`state_dict`), moved to ``device``.
+
+        Raises ``ValueError`` when ``state`` is not consistent with this manager's settings.
+        """
+        if not isinstance(state, dict) or set(state) != set(MemoryState.__annotations__):
+            raise ValueError("not a memory state")
+        groups = state["groups"]
+        if not isinstance(groups, list) or not all(
+            isinstance(g, list) and g and all(isinstance(o, int) for o in g) for g in groups
+        ):
+            raise ValueError("memory state: groups must be non-empty lists of object ids")
+        hidden = state["hidden"]
+        num_objects = sum(len(g) for g in groups)
+        if hidden is not None:
+            if not isinstance(hidden, torch.Tensor) or hidden.ndim != 5 or hidden.shape[1] != num_objects:
+                raise ValueError("memory state: the sensory memory does not hold one state per object")
+            if hidden.shape[2] != self.hidden_dim:
+                raise ValueError(
+                    f"memory state: sensory memory of {hidden.shape[2]} channels, the network has "
+                    f"{self.hidden_dim}"
+                )
+        frame_elements = state["frame_elements"]
+        if frame_elements is not None and not isinstance(frame_elements, int):
+            raise ValueError("memory state: frame_elements must be an int")
+        work, long = (
+            MemoryStore(count_usage=self.config.long_term),
+            MemoryStore(count_usage=self.config.long_term),
+        )
+        work.load_state_dict(state["work"], device)
+        long.load_state_dict(state["long"], device)
+        for name, store in (("working", work), ("long-term", long)):
+            if store.num_groups > len(groups):
+                raise ValueError(f"memory state: the {name} memory has values for unknown object groups")
+            for g, v in enumerate(store.values):
+                if v.shape[1] != len(groups[g]):
+                    raise ValueError(f"memory state: {name} memory group {g} does not match its objects")
+        if work.num_groups != len(groups):
+            raise ValueError("memory state: the working memory lacks values for some object groups")
+        self.work, self.long = work, long
+        self.groups = [list(g) for g in groups]
+        self.hidden = hidden if hidden is None or device is None else hidden.to(device)
+        self.frame_elements = frame_elements
+        self._changed()
+
+
+class MemoryState(TypedDict):
+    """The serialised form of a :class:`MemoryManager` (plain tensors, ints and lists)."""
+
+    work: StoreState
+    long: StoreState
+    groups: list[list[int]]
+    hidden: torch.Tensor | None  # 1×N×Ch×H×W
+    frame_elements: int | None
 
 
 def _pad_groups(values: list[torch.Tensor | None], known_groups: int) -> list[torch.Tensor | None]:

@@ -9,6 +9,8 @@ loses it after consolidation or eviction once objects started on different frame
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 
 NEW_LIFE = 1e-7  # life of an element that joins a store; keeps usage / life finite
@@ -134,3 +136,70 @@ class MemoryStore:
             self.keep(mask)
         if self.size == 0:
             self.clear()
+
+    # -- serialisation -------------------------------------------------------------------------------------
+    def state_dict(self) -> StoreState:
+        """The store's elements as plain tensors (for saving a job and resuming it exactly)."""
+        return StoreState(
+            count_usage=self.count_usage,
+            key=self.key,
+            shrinkage=self.shrinkage,
+            selection=self.selection,
+            use=self.use,
+            life=self.life,
+            values=list(self.values),
+        )
+
+    def load_state_dict(self, state: StoreState, device: torch.device | None = None) -> None:
+        """Replace the elements with those of ``state`` (from :meth:`state_dict`), moved to ``device``.
+
+        Raises ``ValueError`` when ``state`` is not a consistent store state.
+        """
+        if not isinstance(state, dict) or set(state) != set(StoreState.__annotations__):
+            raise ValueError("not a memory store state")
+        if bool(state["count_usage"]) != self.count_usage:
+            raise ValueError("the store state was saved with a different usage counting setting")
+        tensors = {}
+        for name in ("key", "shrinkage", "selection", "use", "life"):
+            t = state[name]  # type: ignore[literal-required]
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise ValueError(f"memory store state: {name} is not a tensor")
+            tensors[name] = t if t is None or device is None else t.to(device)
+        values = state["values"]
+        if not isinstance(values, list) or not all(
+            isinstance(v, torch.Tensor) and v.ndim == 3 for v in values
+        ):
+            raise ValueError("memory store state: values must be a list of N_g×G×Cv tensors")
+        key = tensors["key"]
+        n = 0 if key is None else key.shape[1]
+        if key is None and values:
+            raise ValueError("memory store state: values without keys")
+        if key is not None:
+            if key.ndim != 2:
+                raise ValueError("memory store state: key must be Ck×N")
+            for name in ("shrinkage", "use", "life"):
+                t = tensors[name]
+                if t is not None and tuple(t.shape) != (n,):
+                    raise ValueError(f"memory store state: {name} does not have one entry per element")
+            sel = tensors["selection"]
+            if sel is not None and tuple(sel.shape) != tuple(key.shape):
+                raise ValueError("memory store state: selection and key shapes differ")
+            if self.count_usage and (tensors["use"] is None or tensors["life"] is None):
+                raise ValueError("memory store state: usage counts are missing")
+            if any(v.shape[0] > n for v in values):
+                raise ValueError("memory store state: a group has more values than the store has elements")
+        self.key, self.shrinkage, self.selection = tensors["key"], tensors["shrinkage"], tensors["selection"]
+        self.use, self.life = tensors["use"], tensors["life"]
+        self.values = [v if device is None else v.to(device) for v in values]
+
+
+class StoreState(TypedDict):
+    """The serialised form of a :class:`MemoryStore` (plain tensors, loadable with ``weights_only``)."""
+
+    count_usage: bool
+    key: torch.Tensor | None  # Ck×N
+    shrinkage: torch.Tensor | None  # N
+    selection: torch.Tensor | None  # Ck×N
+    use: torch.Tensor | None  # N
+    life: torch.Tensor | None  # N
+    values: list[torch.Tensor]  # per group: N_g×G×Cv

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from xmem.io.errors import InputError
 from xmem.model.ops import conv
 
 if TYPE_CHECKING:
@@ -113,11 +114,11 @@ def _imagenet_state(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ValueError(f"{path}: ImageNet weights file not found") from None
+        raise InputError(f"{path}: ImageNet weights file not found") from None
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable torchvision state_dict ({exc})") from None
+        raise InputError(f"{path}: not a readable torchvision state_dict ({exc})") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a torchvision state_dict")
+        raise InputError(f"{path}: not a torchvision state_dict")
     return state
 
 
@@ -145,13 +146,23 @@ def load_imagenet_into_trunk(trunk: ResNetTrunk, path: str | Path) -> None:
         if name.startswith("layer1."):
             name = trunk._layer1_name + name[len("layer1") :]
         renamed[name] = tensor
-    conv1 = renamed.get("conv1.weight")
-    if conv1 is not None and conv1.shape != own["conv1.weight"].shape:
-        padded = torch.zeros_like(own["conv1.weight"])
+    conv1, own_conv1 = renamed.get("conv1.weight"), own["conv1.weight"]
+    if (
+        conv1 is not None
+        and conv1.ndim == 4
+        and conv1.shape[1] < own_conv1.shape[1]
+        and conv1.shape[::2] == own_conv1.shape[::2]
+    ):
+        padded = torch.zeros_like(own_conv1)
         padded[:, : conv1.shape[1]] = conv1
         renamed["conv1.weight"] = padded
-    missing, unexpected = trunk.load_state_dict(renamed, strict=False)
+    try:
+        missing, unexpected = trunk.load_state_dict(renamed, strict=False)
+    except RuntimeError as exc:  # mis-shaped tensors
+        raise InputError(
+            f"{path}: not a matching ResNet ImageNet state_dict ({str(exc).splitlines()[-1].strip()})"
+        ) from None
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"{path}: not a ResNet ImageNet state_dict (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xmem.config import ModelConfig
+from xmem.data import CompositeClipConfig, SkipCurriculum, StaticConfig, VOSConfig
 from xmem.train.losses import LossConfig
+from xmem.train.validation import ValidationConfig
 
 
 class TrainPrecision(enum.Enum):
@@ -43,23 +45,22 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SyntheticData:
-    """Clips from synthetic composite videos (photographs with moving random-shape objects)."""
+    """Clips from synthetic composite videos (objects cut from photographs, moving over photographs or
+    video backgrounds), see :class:`xmem.data.CompositeClipConfig`."""
 
-    size: int = 384
-    video_length: int = 200
-    videos: int = 10000  # distinct composite videos (seeds) to draw clips from
-    objects: tuple[int, int] = (1, 3)
-    background_videos: tuple[Path, ...] = ()
-    weight: int = 1  # repeats of this source in the stage's mixture
+    config: CompositeClipConfig = field(default_factory=CompositeClipConfig)
+    weight: int = 1  # copies of this source in the stage's mixture
 
 
 @dataclass(frozen=True)
 class StaticData:
     """Static images with masks turned into short sequences by affine + thin-plate-spline warps.
-    ``root``: a folder of image / mask pairs; ``None``: the bundled photographs with random-shape masks."""
+    ``root``: a folder of image / mask pairs (X.jpg + X.png); ``None``: the bundled photographs with
+    random-shape masks (``items`` per epoch)."""
 
+    config: StaticConfig = field(default_factory=StaticConfig)
     root: Path | None = None
-    size: int = 384
+    items: int = 10000
     weight: int = 1
 
 
@@ -68,28 +69,56 @@ class VideoData:
     """Annotated videos in the DAVIS / YouTube-VOS layout (``root`` holds JPEGImages/ and Annotations/)."""
 
     root: Path
-    size: int = 384
+    config: VOSConfig = field(default_factory=VOSConfig)
     weight: int = 1  # the recipe repeats DAVIS 5 times next to YouTube-VOS
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The mixture of sources of a stage (each source is used when its table is given)."""
+    """The mixture of sources of a stage (each source is used when its table is given). All sources
+    must give clips of the same length, size and number of object slots."""
 
     synthetic: SyntheticData | None = None
     static: StaticData | None = None
     videos: tuple[VideoData, ...] = ()
-    num_frames: int = 8
-    max_objects: int = 3
-    rotation_and_shear: bool = True  # off for the fine-tuning stage
-    max_skip: tuple[int, ...] = (5, 10, 15, 5)  # the skip curriculum's values ...
-    skip_switch: tuple[float, ...] = (0.1, 0.3, 0.9)  # ... switching at these fractions of the stage
+    curriculum: SkipCurriculum = field(default_factory=SkipCurriculum)
 
     def __post_init__(self) -> None:
-        if self.synthetic is None and self.static is None and not self.videos:
+        shapes = self.clip_shapes()
+        if not shapes:
             raise ValueError("a stage needs at least one data source (synthetic, static or videos)")
-        if self.num_frames < 2:
-            raise ValueError(f"num_frames must be at least 2, got {self.num_frames}")
+        if len(set(shapes.values())) > 1:
+            detail = ", ".join(f"{k}: {v}" for k, v in shapes.items())
+            raise ValueError(f"the data sources disagree on (frames, height, width, objects): {detail}")
+        for name, weight in self.weights().items():
+            if weight < 1:
+                raise ValueError(f"{name}: weight must be at least 1")
+
+    @property
+    def num_frames(self) -> int:
+        return next(iter(self.clip_shapes().values()))[0]
+
+    def clip_shapes(self) -> dict[str, tuple[int, int, int, int]]:
+        shapes = {}
+        if self.synthetic is not None:
+            c = self.synthetic.config
+            shapes["synthetic"] = (c.num_frames, c.video.height, c.video.width, c.max_objects)
+        if self.static is not None:
+            c = self.static.config
+            shapes["static"] = (c.num_frames, c.size, c.size, c.max_objects)
+        for i, v in enumerate(self.videos):
+            shapes[f"videos.{i}"] = (v.config.num_frames, v.config.size, v.config.size, v.config.max_objects)
+        return shapes
+
+    def weights(self) -> dict[str, int]:
+        w = {}
+        if self.synthetic is not None:
+            w["synthetic"] = self.synthetic.weight
+        if self.static is not None:
+            w["static"] = self.static.weight
+        for i, v in enumerate(self.videos):
+            w[f"videos.{i}"] = v.weight
+        return w
 
 
 @dataclass(frozen=True)
@@ -138,6 +167,7 @@ class TrainConfig:
     save_every: int = 1000
     log_every: int = 50
     image_every: int = 500  # sample predictions to TensorBoard
+    validation: ValidationConfig | None = None  # held-out J&F during training (and early stopping)
 
     def __post_init__(self) -> None:
         if not self.stages:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from xmem.config import Architecture, resolve_device
 from xmem.configio import to_dict
+from xmem.data import ClipSampler
 from xmem.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from xmem.io.atomic import atomic_write
 from xmem.model.backbones import load_imagenet_into_trunk, load_imagenet_into_value_encoder
@@ -32,6 +33,7 @@ from xmem.model.network import XMem
 from xmem.train.config import StageConfig, TrainConfig, TrainPrecision
 from xmem.train.forward import ClipOutput, clip_forward
 from xmem.train.losses import bootstrap_fraction, frame_loss
+from xmem.train.validation import validate
 
 log = logging.getLogger("xmem.train")
 
@@ -119,7 +121,9 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
+        self._owns_process_group = not dist.is_initialized()
         self.ctx = DistributedContext.from_env(config.device)
+        self._owns_process_group = self._owns_process_group and dist.is_initialized()
         self.show_progress = show_progress and self.ctx.is_main
         if dataset_factory is None:
             from xmem.train.data import build_stage_dataset
@@ -129,6 +133,7 @@ class Trainer:
         self.dtype = self._autocast_dtype()
         self.network = XMem(config.model)
         self.start_stage, self.start_iteration = 0, 0
+        self.best_jf, self.stale = float("-inf"), 0  # held-out validation of the current stage
         self._resume_state: dict | None = None
         if resume:
             self._resume_state = self._load_checkpoint()
@@ -205,6 +210,7 @@ class Trainer:
             )
         self.network.load_state_dict(state["model"])
         self.start_stage, self.start_iteration = int(state["stage"]), int(state["iteration"])
+        self.best_jf, self.stale = float(state["best_jf"]), int(state["stale"])
         torch.set_rng_state(state["torch_rng"])
         log.info("resuming stage %d at iteration %d from %s", self.start_stage, self.start_iteration, path)
         return state
@@ -223,21 +229,24 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
+            if self._owns_process_group and dist.is_initialized():
+                dist.destroy_process_group()
         return exported
 
     def _run_stage(self, index: int) -> Path:
         stage = self.config.stages[index]
         ctx = self.ctx
-        from xmem.data import ClipSampler, SkipCurriculum
 
         dataset = self.dataset_factory(stage, self.config.seed + index)
         start = self.start_iteration if index == self.start_stage else 0
+        if index != self.start_stage or start == 0:
+            self.best_jf, self.stale = float("-inf"), 0
         sampler = ClipSampler(
             len(dataset),
             batch_size=stage.batch_size,
             total_iterations=stage.iterations,
             seed=_step_seed(self.config.seed, index),
-            curriculum=SkipCurriculum(stage.data.max_skip, stage.data.skip_switch),
+            curriculum=stage.data.curriculum,
             start_iteration=start,
             rank=ctx.rank,
             world_size=ctx.world_size,
@@ -255,7 +264,8 @@ class Trainer:
                 model,
                 device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                 broadcast_buffers=False,
-                find_unused_parameters=True,
+                # with 2-frame clips the only segmented frame is the last: no hidden update
+                find_unused_parameters=stage.data.num_frames < 3,
             )
         params = [p for p in self.network.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=stage.optim.lr, weight_decay=stage.optim.weight_decay)
@@ -290,12 +300,56 @@ class Trainer:
             if self.writer is not None and iteration % self.config.image_every == 0:
                 self._log_images(stage, iteration, batch, stats.pop("output", None))
             stats.pop("output", None)
+            stop = self._maybe_validate(stage, iteration)
+            if stop:
+                log.info(
+                    "stage %s: no better held-out J&F in %d validations, stopping", stage.name, self.stale
+                )
+                iteration = stage.iterations  # the stage is done
             if iteration % self.config.save_every == 0 or iteration == stage.iterations:
                 self._save_checkpoint(index, iteration, optimizer, scheduler, scaler)
+            if stop:
+                break
         bar.close()
         if iteration < stage.iterations:
             raise TrainingError(f"stage {stage.name!r}: the data ran out at iteration {iteration}")
         return self._export(stage, index)
+
+    def _maybe_validate(self, stage: StageConfig, iteration: int) -> bool:
+        """Held-out J&F every ``validation.every`` iterations and at the stage's end; keeps the best weights.
+        Returns whether the stage should stop (patience exhausted), the same on every rank."""
+        cfg = self.config.validation
+        if cfg is None or (iteration % cfg.every != 0 and iteration != stage.iterations):
+            return False
+        jf = float("nan")
+        if self.ctx.is_main:
+            jf = validate(self.network, cfg, device=str(self.ctx.device))
+            self.network.eval()
+        if self.ctx.world_size > 1:
+            value = torch.tensor([jf], dtype=torch.float64, device=self.ctx.device)
+            dist.broadcast(value, src=0)
+            jf = float(value.item())
+        if jf > self.best_jf:
+            self.best_jf, self.stale = jf, 0
+            if self.ctx.is_main:
+                info = {
+                    "stage": stage.name,
+                    "iteration": iteration,
+                    "heldout_jf": jf,
+                    "training": to_dict(self.config),
+                }
+                save_weights(self.network, self.run_dir / f"{stage.name}-best.safetensors", info)
+        else:
+            self.stale += 1
+        if self.ctx.is_main:
+            log.info(
+                "%s %d: held-out J&F %.2f (best %.2f)", stage.name, iteration, 100 * jf, 100 * self.best_jf
+            )
+            with open(self.run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps({"stage": stage.name, "iteration": iteration, "heldout_jf": jf}) + "\n")
+            if self.writer is not None:
+                self.writer.add_scalar(f"{stage.name}/heldout_jf", jf, iteration)
+        return cfg.patience is not None and self.stale >= cfg.patience and iteration < stage.iterations
 
     def _train_step(self, model, stage, index, iteration, batch, optimizer, scheduler, scaler) -> dict:
         device = self.ctx.device
@@ -397,6 +451,8 @@ class Trainer:
             "iteration": next_iteration,
             "config": json.loads(json.dumps(to_dict(self.config))),
             "torch_rng": torch.get_rng_state(),
+            "best_jf": self.best_jf if stage_index == index else float("-inf"),
+            "stale": self.stale if stage_index == index else 0,
         }
         with atomic_write(self.run_dir / CHECKPOINT_NAME) as f:
             torch.save(state, f)

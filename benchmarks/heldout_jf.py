@@ -1,0 +1,228 @@
+"""J&F on held-out synthetic composite videos: a model and the baselines, on the clips and on the same
+clips played back and forth (the paper's long-video construction).
+
+    python benchmarks/heldout_jf.py                                   # the baselines (committed results)
+    python benchmarks/heldout_jf.py --weights model.safetensors       # a model and the baselines
+
+Videos: ``held_out_videos`` (seeds 0..N−1 of the HELD-OUT split: photographs never used in training;
+docs/DATA.md), N clips of 100 frames at 240×427 with 1-3 objects, each scored by the DAVIS protocol as it
+is (1×) and played 5 times alternately forward and backward (5×, 500 frames; ``xmem.eval.bench.
+pingpong_order``). Methods: the model of ``--weights`` (processed at the video's size unless ``--size``),
+the first mask copied to every frame, and the previous mask warped along dense optical flow (OpenCV
+Farneback and DIS; ``xmem.eval.baselines``). Frames are rendered once per clip before the methods run;
+frames/s is the methods' own time.
+
+Results (``--out``, default benchmarks/results): heldout_jf.csv (per method, variant and video, then an
+``overall`` row per method and variant; J&F, J, F, J decay in percent), heldout_jf.json (setup and
+overall figures) and heldout_jf.png (J&F per played frame of the K× clips, averaged over all objects).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xmem.config import InferenceConfig, Precision
+from xmem.data import CompositeConfig, held_out_videos
+from xmem.eval.baselines import (
+    CopyFirstMask,
+    DisPreset,
+    FlowMethod,
+    FlowWarp,
+    FlowWarpConfig,
+    MaskPropagator,
+    SegmenterPropagator,
+)
+from xmem.eval.bench import pingpong_order
+from xmem.eval.plots import rolling_mean
+from xmem.eval.protocol import Protocol, VideoResult, VideoScorer, summarize
+from xmem.io.atomic import atomic_write
+from xmem.model.checkpoint import load_model
+
+HERE = Path(__file__).resolve().parent
+
+
+def score_method(
+    method: MaskPropagator,
+    frames: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    order: list[int],
+    name: str,
+) -> tuple[VideoResult, float, int]:
+    """Plays ``frames`` in ``order`` through ``method`` (prompted with the first played frame's mask) and
+    scores it by the DAVIS protocol; returns the result, the method's seconds and the frame count."""
+    scorer = VideoScorer(len(order), Protocol.davis(), name=name, chunk_pixels=1 << 21)
+    predictions = method.propagate((frames[t] for t in order), masks[order[0]])
+    seconds = 0.0
+    for i, t in enumerate(order):
+        start = time.perf_counter()
+        pred = next(predictions)
+        seconds += time.perf_counter() - start
+        scorer.add(masks[t], pred if scorer.needs_prediction(i) else None)
+    return scorer.result(), seconds, len(order)
+
+
+def per_frame_jf(results: Sequence[VideoResult], frames: int) -> np.ndarray:
+    """J&F per played frame, averaged over every scored object of ``results`` (NaN where none is)."""
+    total, count = np.zeros(frames), np.zeros(frames)
+    for video in results:
+        for obj in video.objects:
+            start = int(obj.first_frame)
+            stop = start + obj.num_frames
+            total[start:stop] += (obj.j_frames + obj.f_frames) / 2
+            count[start:stop] += 1
+    with np.errstate(invalid="ignore"):
+        return total / count
+
+
+def plot(
+    curves: dict[str, np.ndarray], overall: dict[str, dict], passes: int, length: int, path: Path
+) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for name, curve in curves.items():
+        valid = np.isfinite(curve)
+        x = np.flatnonzero(valid)
+        label = f"{name}: J&F {overall[name]['1x']['jf']:.1f} (1×), {overall[name][f'{passes}x']['jf']:.1f} ({passes}×)"
+        ax.plot(x, 100 * rolling_mean(curve[valid], 5), lw=1.3, label=label)
+    for b in range(length, length * passes, length):
+        ax.axvline(b, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel(f"played frame ({passes} passes of {length} frames, alternately forward and backward)")
+    ax.set_ylabel("J&F per frame, mean over objects (%)")
+    ax.set_ylim(0, 101)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"held-out composite videos played {passes}× back and forth", fontsize=10)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--weights", type=Path, help="a model to score (XMem.pth or .safetensors)")
+    parser.add_argument("--name", help="the model's name in the results (default: the weights' file stem)")
+    parser.add_argument("--no-baselines", action="store_true", help="score only the model")
+    parser.add_argument("--videos", type=int, default=10)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=427)
+    parser.add_argument("--pingpong", type=int, default=5)
+    parser.add_argument("--size", type=int, default=-1, help="model processing size (-1: the video's)")
+    parser.add_argument("--precision", choices=[p.value for p in Precision], default="fp32")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    if args.weights is None and args.no_baselines:
+        parser.error("nothing to score: give --weights or drop --no-baselines")
+    torch.set_num_threads(args.threads)
+
+    methods: list[MaskPropagator] = []
+    if args.weights is not None:
+        config = InferenceConfig(size=args.size, precision=Precision(args.precision), device=args.device)
+        methods.append(
+            SegmenterPropagator(load_model(args.weights), config, name=args.name or args.weights.stem)
+        )
+    if not args.no_baselines:
+        methods += [
+            CopyFirstMask(),
+            FlowWarp(FlowWarpConfig(method=FlowMethod.FARNEBACK)),
+            FlowWarp(FlowWarpConfig(method=FlowMethod.DIS, dis_preset=DisPreset.MEDIUM)),
+        ]
+    variants = {
+        "1x": pingpong_order(args.frames, 1),
+        f"{args.pingpong}x": pingpong_order(args.frames, args.pingpong),
+    }
+    video_config = CompositeConfig(height=args.height, width=args.width, length=args.frames)
+
+    results: dict[tuple[str, str], list[VideoResult]] = {}
+    timing: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    rows = []
+    for v, video in enumerate(held_out_videos(args.videos, video_config)):
+        name = f"heldout{v:02d}"
+        frames = [video.frame(t) for t in range(len(video))]
+        masks = [video.mask(t) for t in range(len(video))]
+        for variant, order in variants.items():
+            for method in methods:
+                result, seconds, count = score_method(method, frames, masks, order, name)
+                results.setdefault((method.name, variant), []).append(result)
+                timing.setdefault((method.name, variant), []).append((seconds, count))
+                s = result.summary
+                rows.append(
+                    {
+                        "method": method.name,
+                        "variant": variant,
+                        "video": name,
+                        "objects": s.objects,
+                        "frames": count,
+                        "jf": 100 * s.jf,
+                        "j": 100 * s.j.mean,
+                        "f": 100 * s.f.mean,
+                        "j_decay": 100 * s.j.decay,
+                        "fps": count / seconds,
+                    }
+                )
+                print(f"{name} {variant:>3} {method.name:<24} J&F {100 * s.jf:5.1f}", flush=True)
+
+    overall: dict[str, dict] = {}
+    for (method_name, variant), videos in results.items():
+        s = summarize(videos)
+        seconds, count = np.array(timing[(method_name, variant)]).sum(0)
+        figures = {
+            "objects": s.objects,
+            "jf": 100 * s.jf,
+            "j": 100 * s.j.mean,
+            "f": 100 * s.f.mean,
+            "j_decay": 100 * s.j.decay,
+            "fps": count / seconds,
+        }
+        overall.setdefault(method_name, {})[variant] = figures
+        rows.append(
+            {"method": method_name, "variant": variant, "video": "overall", "frames": int(count), **figures}
+        )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(args.out / "heldout_jf.csv", "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows
+        )
+    setup = {
+        k: getattr(args, k)
+        for k in ("videos", "frames", "height", "width", "pingpong", "size", "precision", "threads")
+    }
+    setup["weights"] = str(args.weights) if args.weights else None
+    setup["protocol"] = "davis"
+    with atomic_write(args.out / "heldout_jf.json", "w") as f:
+        json.dump({"setup": setup, "overall": overall}, f, indent=2)
+    long_variant = f"{args.pingpong}x"
+    curves = {
+        m.name: per_frame_jf(results[(m.name, long_variant)], len(variants[long_variant])) for m in methods
+    }
+    plot(curves, overall, args.pingpong, args.frames, args.out / "heldout_jf.png")
+
+    print(f"\n{'method':<24} {'variant':>7} {'J&F':>6} {'J':>6} {'F':>6} {'J decay':>8} {'frames/s':>9}")
+    for method_name, by_variant in overall.items():
+        for variant, o in by_variant.items():
+            print(
+                f"{method_name:<24} {variant:>7} {o['jf']:6.1f} {o['j']:6.1f} {o['f']:6.1f} {o['j_decay']:8.1f} "
+                f"{o['fps']:9.1f}"
+            )
+    print(f"results in {args.out / 'heldout_jf.csv'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""How far reduced precision moves the masks: fp32 against bf16 (and fp16 where supported) with trained
+weights, on held-out synthetic composite videos.
+
+    python benchmarks/precision_agreement.py --weights runs/synthetic-small/synthetic-best.safetensors
+
+For each precision: the share of pixels whose label equals fp32's, and J&F against the ground truth.
+(With random weights the argmax is ill-conditioned, see README; trained weights are what users run.)
+Results: benchmarks/results/precision_agreement.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xmem.config import InferenceConfig, Precision
+from xmem.data import CompositeConfig, held_out_videos
+from xmem.inference.segmenter import VideoSegmenter
+from xmem.metrics import VideoScorer, summarize
+from xmem.model.checkpoint import load_model
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(model, precision: Precision, videos) -> tuple[list[np.ndarray], float, float]:
+    seg = VideoSegmenter(model, InferenceConfig(size=-1, device="cpu", precision=precision))
+    masks, results, seconds, frames = [], [], 0.0, 0
+    for i, video in enumerate(videos):
+        seg.reset()
+        scorer = VideoScorer(len(video), name=f"heldout-{i}")
+        out = np.zeros((len(video), video.config.height, video.config.width), np.uint8)
+        start = time.perf_counter()
+        for index, pred in seg.propagate(video.frames(), {0: video.mask(0)}):
+            out[index] = pred
+            scorer.add(video.mask(index), pred if scorer.needs_prediction(index) else None)
+        seconds += time.perf_counter() - start
+        frames += len(video)
+        masks.append(out)
+        results.append(scorer.result())
+    return masks, summarize(results).jf, frames / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "precision_agreement.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.weights)
+    videos = held_out_videos(
+        args.videos, CompositeConfig(height=args.height, width=args.width, length=args.frames, objects=(1, 3))
+    )
+    base, base_jf, base_fps = run(model, Precision.FP32, videos)
+    rows = [{"precision": "fp32", "agreement_with_fp32": 1.0, "jf": base_jf, "fps": base_fps}]
+    print(f"fp32: J&F {100 * base_jf:.1f}, {base_fps:.2f} frames/s")
+    for precision in (Precision.BF16,):
+        masks, jf, fps = run(model, precision, videos)
+        agree = float(np.mean([(a == b).mean() for a, b in zip(masks, base, strict=True)]))
+        rows.append({"precision": precision.value, "agreement_with_fp32": agree, "jf": jf, "fps": fps})
+        print(
+            f"{precision.value}: {100 * agree:.2f}% of pixels equal fp32's, J&F {100 * jf:.1f}, {fps:.2f} frames/s"
+        )
+    setup = {k: getattr(args, k) for k in ("videos", "frames", "height", "width", "threads")}
+    setup["weights"] = str(args.weights)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"setup": setup, "results": rows}, indent=2))
+    print(f"results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

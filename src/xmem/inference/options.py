@@ -1,0 +1,42 @@
+"""The engine's command-line options (shared by ``xmem segment`` and ``xmem bench``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from xmem.config import InferenceConfig, MemoryConfig, Precision
+from xmem.io.errors import InputError
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--size --device --precision`` and the memory settings, with the paper's defaults."""
+    parser.add_argument(
+        "--size", type=int, default=480, help="shorter side used for processing; -1 keeps the input size"
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    parser.add_argument("--precision", choices=[x.value for x in Precision], default="fp32")
+    d = MemoryConfig()
+    parser.add_argument("--mem-every", type=int, default=d.mem_every)
+    parser.add_argument("--top-k", type=int, default=d.top_k)
+    parser.add_argument("--min-working-frames", type=int, default=d.min_working_frames)
+    parser.add_argument("--max-working-frames", type=int, default=d.max_working_frames)
+    parser.add_argument("--num-prototypes", type=int, default=d.num_prototypes)
+    parser.add_argument("--max-long-term-elements", type=int, default=d.max_long_term_elements)
+
+
+def engine_config(args: argparse.Namespace) -> InferenceConfig:
+    """The :class:`InferenceConfig` of parsed engine options; bad values raise :class:`InputError`."""
+    try:
+        memory = MemoryConfig(
+            mem_every=args.mem_every,
+            top_k=args.top_k,
+            min_working_frames=args.min_working_frames,
+            max_working_frames=args.max_working_frames,
+            num_prototypes=args.num_prototypes,
+            max_long_term_elements=args.max_long_term_elements,
+        )
+        return InferenceConfig(
+            memory=memory, size=args.size, precision=Precision(args.precision), device=args.device
+        )
+    except ValueError as exc:
+        raise InputError(f"invalid settings: {exc}") from None

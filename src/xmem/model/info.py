@@ -1,0 +1,112 @@
+"""What a checkpoint file holds: architecture variant, dimensions, parameter counts and provenance."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from xmem.config import ModelConfig
+from xmem.model.checkpoint import (
+    VALUE_CONV1_KEY,
+    config_from_state_dict,
+    load_state_dict_strict,
+    read_state_dict,
+)
+from xmem.model.network import XMem
+
+COMPONENTS = ("key_encoder", "key_proj", "value_encoder", "decoder")
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's content, read in 1 MiB blocks (a checkpoint's provenance)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A description of an XMem checkpoint file (see :func:`describe_checkpoint`)."""
+
+    path: Path
+    variant: str
+    config: ModelConfig
+    parameters: int
+    component_parameters: dict[str, int]
+    tensors: int
+    dtypes: tuple[str, ...]
+    file_bytes: int
+    sha256: str
+    modified: str  # ISO 8601, UTC
+    container: str  # "state_dict" or "training checkpoint (...)"
+
+    def lines(self) -> list[str]:
+        """Human-readable ``name: value`` lines."""
+        c = self.config
+        parts = ", ".join(f"{name} {n:,}" for name, n in self.component_parameters.items())
+        return [
+            f"file:        {self.path}",
+            f"variant:     {self.variant}",
+            f"dims:        key {c.key_dim}, value {c.value_dim}, hidden {c.hidden_dim}",
+            f"parameters:  {self.parameters:,} ({parts})",
+            f"tensors:     {self.tensors} ({', '.join(self.dtypes)})",
+            f"format:      {self.container}",
+            f"size:        {self.file_bytes:,} bytes",
+            f"sha256:      {self.sha256}",
+            f"modified:    {self.modified}",
+        ]
+
+
+def _variant(state: dict[str, torch.Tensor], config: ModelConfig) -> str:
+    conv1 = state.get(VALUE_CONV1_KEY)
+    stage0 = conv1 is not None and conv1.ndim == 4 and conv1.shape[1] == 4
+    parts = ["XMem (ResNet-50 key encoder, ResNet-18 value encoder)"]
+    if stage0:
+        parts.append("single-object value encoder (stage-0 static-image pretraining)")
+    else:
+        parts.append("multi-object")
+    parts.append("with sensory memory" if config.hidden_dim > 0 else "without sensory memory (no-sensory)")
+    return ", ".join(parts)
+
+
+def describe_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Read ``path`` safely (``weights_only``), check that it loads into the XMem architecture, and
+    describe it. Raises :class:`~xmem.model.checkpoint.CheckpointError` when it does not."""
+    path = Path(path)
+    state = read_state_dict(path)
+    config = config_from_state_dict(state, source=str(path))
+    model = XMem(config)
+    load_state_dict_strict(model, state, source=str(path))
+    components = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in COMPONENTS}
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(raw, dict) and "network" in raw:
+        extra = sorted(k for k in raw if k != "network")
+        it = raw.get("it")
+        detail = f"iteration {it}" if isinstance(it, int) else "weights under 'network'"
+        container = f"training checkpoint ({detail}; also holds {', '.join(extra) or 'nothing else'})"
+    else:
+        container = "state_dict"
+    stat = path.stat()
+    modified = datetime.datetime.fromtimestamp(stat.st_mtime, tz=datetime.timezone.utc)
+    return CheckpointInfo(
+        path=path,
+        variant=_variant(state, config),
+        config=config,
+        parameters=sum(p.numel() for p in model.parameters()),
+        component_parameters=components,
+        tensors=len(state),
+        dtypes=tuple(sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})),
+        file_bytes=stat.st_size,
+        sha256=file_sha256(path),
+        modified=modified.isoformat(timespec="seconds"),
+        container=container,
+    )
