@@ -3,6 +3,7 @@ clips played back and forth (the paper's long-video construction).
 
     python benchmarks/heldout_jf.py                                   # the baselines (committed results)
     python benchmarks/heldout_jf.py --weights model.safetensors       # a model and the baselines
+    python benchmarks/heldout_jf.py --default-model                   # the embedded default model
 
 Videos: ``held_out_videos`` (seeds 0..N−1 of the HELD-OUT split: photographs never used in training;
 docs/DATA.md), N clips of 100 frames at 240×427 with 1-3 objects, each scored by the DAVIS protocol as it
@@ -112,6 +113,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--weights", type=Path, help="a model to score (XMem.pth or .safetensors)")
+    parser.add_argument(
+        "--default-model", action="store_true", help="score the embedded default model (xmem.load_model())"
+    )
     parser.add_argument("--name", help="the model's name in the results (default: the weights' file stem)")
     parser.add_argument("--no-baselines", action="store_true", help="score only the model")
     parser.add_argument("--videos", type=int, default=10)
@@ -125,16 +129,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    if args.weights is None and args.no_baselines:
-        parser.error("nothing to score: give --weights or drop --no-baselines")
+    if args.weights is not None and args.default_model:
+        parser.error("--weights and --default-model: one model at a time")
+    if args.weights is None and not args.default_model and args.no_baselines:
+        parser.error("nothing to score: give --weights or --default-model, or drop --no-baselines")
     torch.set_num_threads(args.threads)
 
     methods: list[MaskPropagator] = []
-    if args.weights is not None:
+    if args.weights is not None or args.default_model:
         config = InferenceConfig(size=args.size, precision=Precision(args.precision), device=args.device)
-        methods.append(
-            SegmenterPropagator(load_model(args.weights), config, name=args.name or args.weights.stem)
-        )
+        name = args.name or ("xmem-lite-default" if args.default_model else args.weights.stem)
+        methods.append(SegmenterPropagator(load_model(args.weights), config, name=name))
     if not args.no_baselines:
         methods += [
             CopyFirstMask(),
@@ -204,7 +209,7 @@ def main() -> None:
         k: getattr(args, k)
         for k in ("videos", "frames", "height", "width", "pingpong", "size", "precision", "threads")
     }
-    setup["weights"] = str(args.weights) if args.weights else None
+    setup["weights"] = "default" if args.default_model else str(args.weights) if args.weights else None
     setup["protocol"] = "davis"
     with atomic_write(args.out / "heldout_jf.json", "w") as f:
         json.dump({"setup": setup, "overall": overall}, f, indent=2)

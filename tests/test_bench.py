@@ -409,9 +409,9 @@ def test_bench_bad_arguments(weights, tmp_path, capsys, extra, message) -> None:
     assert err.startswith("xmem: error: ") and message in err and "Traceback" not in err
 
 
-def test_bench_without_weights_or_matplotlib(weights, tmp_path, capsys, monkeypatch) -> None:
-    assert main(["bench", "--frames", "4", *MEMORY_FLAGS]) == 2
-    assert "no weights given" in capsys.readouterr().err
+def test_bench_with_missing_weights_or_without_matplotlib(weights, tmp_path, capsys, monkeypatch) -> None:
+    assert main(["bench", "--weights", str(tmp_path / "XMem.pth"), "--frames", "4", *MEMORY_FLAGS]) == 2
+    assert "XMem.pth: checkpoint file not found" in capsys.readouterr().err
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -171,8 +171,12 @@ def test_bad_input_gets_one_line_and_status_2(tmp_path, clip, weights, golden, c
     )
     check_error(capsys, segment(video, o, weights, "--device", "mps", mask=mask), "mps", "not available")
     check_error(capsys, segment(video, o, weights, "--device", "tpu", mask=mask), "tpu")
+    missing = tmp_path / "XMem.pth"
     check_error(
-        capsys, main(["segment", str(video), "--mask", str(mask), "--out", str(o)]), "no weights given"
+        capsys,
+        main(["segment", str(video), "--mask", str(mask), "--out", str(o), "--weights", str(missing)]),
+        "XMem.pth",
+        "not found",
     )
     assert not o.exists()  # nothing was started
 
@@ -191,6 +195,8 @@ def test_real_process_prints_one_line_without_traceback(tmp_path, clip):
             str(mask),
             "--out",
             str(tmp_path / "o"),
+            "--weights",
+            str(tmp_path / "XMem.pth"),
         ],
         capture_output=True,
         text=True,
@@ -199,6 +205,5 @@ def test_real_process_prints_one_line_without_traceback(tmp_path, clip):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "xmem: error: no weights given: pass the path of an XMem checkpoint (e.g. XMem.pth); the embedded "
-        "default model is not part of this release yet"
+        f"xmem: error: {tmp_path / 'XMem.pth'}: checkpoint file not found"
     ]

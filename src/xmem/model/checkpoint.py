@@ -14,6 +14,7 @@ from xmem.config import Architecture, ModelConfig
 from xmem.configio import ConfigError, build, to_dict
 from xmem.io.atomic import atomic_write
 from xmem.model.network import XMem
+from xmem.weights import default_weights_path
 
 SAFETENSORS_CONFIG_KEY = "xmem_model_config"
 SAFETENSORS_INFO_KEY = "xmem_info"
@@ -155,15 +156,21 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCo
     return state, config, info
 
 
-def save_weights(model: XMem, path: str | Path, info: Mapping | None = None) -> None:
+def save_weights(
+    model: XMem, path: str | Path, info: Mapping | None = None, *, dtype: torch.dtype | None = None
+) -> None:
     """Write the network's weights as ``.safetensors`` (model config and ``info`` in its metadata), and the
-    same config and info as a JSON file next to it; both atomically."""
+    same config and info as a JSON file next to it; both atomically. ``dtype`` (e.g. ``torch.float16``)
+    converts the floating-point tensors; integer buffers keep theirs."""
     from safetensors.torch import save
 
     path = Path(path)
     config = json.dumps(to_dict(model.config))  # the architecture by its value
     info_json = json.dumps(dict(info or {}), default=str)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
     blob = save(tensors, metadata={SAFETENSORS_CONFIG_KEY: config, SAFETENSORS_INFO_KEY: info_json})
     with atomic_write(path) as f:
         f.write(blob)
@@ -195,17 +202,20 @@ def load_weights_into(model: XMem, path: str | Path) -> None:
 
 def load_model(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> XMem:
     """Load an XMem network from a released checkpoint (e.g. ``XMem.pth``) or an xmem ``.safetensors``
-    file, in eval mode.
+    file, in eval mode; without ``path``, the embedded default model (XMem-Lite trained by this project,
+    :mod:`xmem.weights`). Weights stored in fp16 are loaded into fp32 parameters.
 
     Dimensions are read from the file; stage-0 and no-sensory checkpoints are accepted. A corrupt or
     mismatched file raises :class:`CheckpointError` with one clear message; a pickle that would need code
     execution is refused.
     """
     if path is None:
-        raise CheckpointError(
-            "no weights given: pass the path of an XMem checkpoint (e.g. XMem.pth); the embedded default "
-            "model is not part of this release yet"
-        )
+        path = default_weights_path()
+        if not path.is_file():
+            raise CheckpointError(
+                f"the embedded default model is missing from this installation ({path}); reinstall xmem-vos "
+                "or pass the path of a checkpoint (e.g. XMem.pth)"
+            )
     state, config = _read_any(path)
     model = XMem(config)
     load_state_dict_strict(model, state, source=str(path))

@@ -148,6 +148,18 @@ class EfficientNetLite0(nn.Module):
         self.register_buffer("input_shift", shift.float().view(1, 3, 1, 1), persistent=False)
         _init_weights(self)
 
+    def freeze(self, num_blocks: int) -> None:
+        """Train only the blocks after the first ``num_blocks`` (the stem is frozen with them; 0 trains
+        everything): the frozen parameters get ``requires_grad=False``, the others ``True``."""
+        if not 0 <= num_blocks <= len(self._blocks):
+            raise ValueError(f"can freeze 0..{len(self._blocks)} blocks, not {num_blocks}")
+        frozen = [self._conv_stem, self._bn0, *self._blocks[:num_blocks]] if num_blocks else []
+        for p in self.parameters():
+            p.requires_grad_(True)
+        for module in frozen:
+            for p in module.parameters():
+                p.requires_grad_(False)
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The outputs of every block (x: B×3×H×W, ImageNet-normalised)."""
         x = x - self.input_shift.to(x.dtype)

@@ -129,6 +129,10 @@ class StageConfig:
     batch_size: int = 8  # in total, over all processes
     num_ref_frames: int = 3
     deep_update_prob: float = 0.2
+    # Lite key encoder only: the stem and the first N MBConv blocks keep their ImageNet weights (no
+    # gradient, so no backward pass through the high-resolution layers: about 1.8x faster on a CPU with
+    # N = 5, everything up to stride 8). 0 trains the whole network.
+    freeze_key_blocks: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -139,6 +143,8 @@ class StageConfig:
             )
         if not 0 <= self.deep_update_prob <= 1:
             raise ValueError(f"stage {self.name!r}: deep_update_prob must be in [0, 1]")
+        if self.freeze_key_blocks < 0:
+            raise ValueError(f"stage {self.name!r}: freeze_key_blocks must be at least 0")
 
 
 @dataclass(frozen=True)

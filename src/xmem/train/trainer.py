@@ -258,6 +258,7 @@ class Trainer:
             num_workers=self.config.num_workers,
             pin_memory=ctx.device.type == "cuda",
         )
+        self._freeze_key_blocks(stage)
         model: nn.Module = ClipModel(self.network)
         if ctx.world_size > 1:
             model = nn.parallel.DistributedDataParallel(
@@ -314,6 +315,15 @@ class Trainer:
         if iteration < stage.iterations:
             raise TrainingError(f"stage {stage.name!r}: the data ran out at iteration {iteration}")
         return self._export(stage, index)
+
+    def _freeze_key_blocks(self, stage: StageConfig) -> None:
+        encoder = self.network.key_encoder
+        if isinstance(encoder, EfficientNetLite0):
+            encoder.freeze(stage.freeze_key_blocks)
+        elif stage.freeze_key_blocks:
+            raise TrainingError(
+                f"stage {stage.name!r}: freeze_key_blocks applies to the lite architecture's key encoder only"
+            )
 
     def _maybe_validate(self, stage: StageConfig, iteration: int) -> bool:
         """Held-out J&F every ``validation.every`` iterations and at the stage's end; keeps the best weights.

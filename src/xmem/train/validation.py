@@ -9,6 +9,7 @@ import numpy as np
 
 from xmem.config import InferenceConfig, MemoryConfig
 from xmem.data import CompositeConfig, held_out_videos
+from xmem.data.synthetic import VALIDATION_FIRST_SEED
 from xmem.inference.segmenter import VideoSegmenter
 from xmem.metrics import VideoScorer, summarize
 from xmem.model.network import XMem
@@ -25,6 +26,7 @@ class ValidationConfig:
     video: CompositeConfig = field(default_factory=lambda: CompositeConfig(height=192, width=256, length=50))
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     patience: int | None = None
+    first_seed: int = VALIDATION_FIRST_SEED  # held-out seeds of the validation videos (not the benchmarks')
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.videos < 1:
@@ -39,7 +41,7 @@ def validate(network: XMem, config: ValidationConfig, device: str = "cpu") -> fl
         network, InferenceConfig(memory=config.memory, size=-1, device=device)
     )  # an inference copy
     results = []
-    for i, video in enumerate(held_out_videos(config.videos, config.video)):
+    for i, video in enumerate(held_out_videos(config.videos, config.video, first_seed=config.first_seed)):
         first = video.mask(0)
         if not first.any():
             continue

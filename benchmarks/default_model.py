@@ -1,0 +1,114 @@
+"""Ship a trained XMem-Lite run as the embedded default model, with its model card.
+
+    xmem train configs/lite-default.toml --run-dir runs/default              # train (hours on 2 CPU cores)
+    python benchmarks/default_model.py runs/default                          # weights + card into the package
+    python benchmarks/heldout_jf.py --default-model                          # held-out J&F of the shipped model
+    xmem bench --video demo/cup.mp4 --mask demo/cup-mask.png --out benchmarks/results/default_bench --no-plots
+    python benchmarks/default_model.py runs/default --scores                 # the card again, with the scores
+
+Takes the run's best weights (``<stage>-best.safetensors``, held-out validation J&F) of its last stage,
+stores them as fp16 in ``src/xmem/weights/xmem-lite-default.safetensors`` and writes the model card next to
+them (``.json``): the training config, the command, the validation history, the data split and seeds, the
+J&F of the fp32 and fp16 weights on the validation videos (fp16 is shipped only when it holds the quality)
+and, with ``--scores``, the committed results of ``heldout_jf.py`` and ``xmem bench`` for the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from xmem.configio import build
+from xmem.data.sources import PHOTOGRAPHS, Split
+from xmem.data.synthetic import VALIDATION_FIRST_SEED
+from xmem.model.checkpoint import load_model, read_safetensors, save_weights
+from xmem.train.config import TrainConfig
+from xmem.train.validation import validate
+from xmem.weights import default_weights_path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MAX_FP16_LOSS = 0.005  # J&F (0..1) that fp16 storage may cost on the validation videos
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="the training run (holds config.json and the weights)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "lite-default.toml")
+    parser.add_argument("--scores", action="store_true", help="add the committed benchmark results")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    config = build(TrainConfig, json.loads((args.run_dir / "config.json").read_text()))
+    stage = config.stages[-1].name
+    best = args.run_dir / f"{stage}-best.safetensors"
+    if not best.is_file():
+        print(f"error: {best}: no best weights in this run (is validation configured?)", file=sys.stderr)
+        return 2
+    _, _, best_info = read_safetensors(best)
+    log = [json.loads(line) for line in (args.run_dir / "log.jsonl").read_text().splitlines()]
+    history = [{"iteration": r["iteration"], "heldout_jf": r["heldout_jf"]} for r in log if "heldout_jf" in r]
+    trained = max((r["iteration"] for r in log if r.get("stage") == stage), default=0)
+
+    target = default_weights_path()
+    fp32 = load_model(best)
+    quality = {}
+    if config.validation is not None and not args.scores:
+        quality["validation_jf_fp32"] = validate(fp32, config.validation)
+        save_weights(fp32, target.with_suffix(".tmp.safetensors"), {}, dtype=torch.float16)
+        fp16 = load_model(target.with_suffix(".tmp.safetensors"))
+        target.with_suffix(".tmp.safetensors").unlink()
+        target.with_suffix(".tmp.json").unlink()
+        quality["validation_jf_fp16"] = validate(fp16, config.validation)
+        print(f"validation J&F: fp32 {100 * quality['validation_jf_fp32']:.2f}, "
+              f"fp16 {100 * quality['validation_jf_fp16']:.2f}")  # fmt: skip
+    elif target.is_file():
+        quality = {k: v for k, v in json.loads(target.with_suffix(".json").read_text())["info"].items()
+                   if k.startswith("validation_jf")}  # fmt: skip
+    fp16_holds = quality.get("validation_jf_fp32", 0) - quality.get("validation_jf_fp16", 0) <= MAX_FP16_LOSS
+
+    info = {
+        "name": "XMem-Lite default",
+        "description": (
+            "XMem-Lite (EfficientNet-Lite0 key encoder from its ImageNet weights, light value encoder, narrow "
+            "decoder) trained by this project on synthetic composite videos of the TRAIN-side photographs, on "
+            "a 2-core CPU"
+        ),
+        "stored_as": "fp16" if fp16_holds else "fp32",
+        "training": {
+            "command": f"xmem train {args.config.relative_to(ROOT)} --run-dir {args.run_dir}",
+            "config": json.loads((args.run_dir / "config.json").read_text()),
+            "iterations_run": trained,
+            "best": {k: best_info.get(k) for k in ("stage", "iteration", "heldout_jf")},
+            "validation_history": history,
+            "seed": config.seed,
+        },
+        "data": {
+            "train_photographs": sorted(p.name for p in PHOTOGRAPHS if p.split is Split.TRAIN),
+            "held_out_photographs": sorted(p.name for p in PHOTOGRAPHS if p.split is Split.HELD_OUT),
+            "validation_videos": f"held-out seeds {VALIDATION_FIRST_SEED}.. (validation.first_seed)",
+            "benchmark_videos": "held-out seeds 0-9 (benchmarks/heldout_jf.py), never used for validation",
+        },
+        **quality,
+    }
+    if args.scores:
+        for name, path in {
+            "heldout_jf": RESULTS / "heldout_jf.json",
+            "speed_480p_cup": RESULTS / "default_bench" / "bench.json",
+            "demo": RESULTS / "demo_quality.json",
+        }.items():
+            if path.is_file():
+                info[name] = json.loads(path.read_text())
+    save_weights(fp32, target, info, dtype=torch.float16 if fp16_holds else None)
+    print(f"{target} ({target.stat().st_size / 1e6:.1f} MB, {info['stored_as']}) and its card "
+          f"{target.with_suffix('.json').name}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
