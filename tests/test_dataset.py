@@ -112,3 +112,22 @@ def test_torchrun_ranks_share_the_videos(root, tmp_path, weights):
     for name in VIDEOS:
         assert json.loads((out / name / "summary.json").read_text())["status"] == "complete"
         assert len(list((out / name).glob("*.png"))) == LENGTH
+
+
+def test_eval_scores_the_dataset_after_segmenting_it(root, tmp_path, weights, golden, capsys):
+    """``--eval`` prints the J&F table and writes ``--out/scores.csv``: the same scores as ``xmem eval``."""
+    for name in VIDEOS:  # every frame annotated, as DAVIS does
+        for t in (1, 2, 4):
+            write_index_mask(root / "Annotations" / "480p" / name / f"{t:05d}.png", golden["mask0"])
+    out = tmp_path / "out"
+    assert segment(root, out, weights, "youtube", "--eval") == 0
+    printed = capsys.readouterr().out
+    assert "overall" in printed and "bear" in printed and "car" in printed
+    together = (out / "scores.csv").read_text()
+    assert main(["eval", str(out), str(root), "--csv", str(tmp_path / "apart.csv"), "--quiet"]) == 0
+    assert together == (tmp_path / "apart.csv").read_text()
+    # the scores file is the job's own: a resumed run does not take it for a stranger's file
+    assert segment(root, out, weights, "youtube", "--eval", "--resume") == 0
+    check_error(capsys, main(["segment", str(root / "JPEGImages" / "480p" / "bear"), "--out", str(tmp_path / "o"),
+                              "--mask", str(root / "Annotations" / "480p" / "bear" / "00000.png"), "--eval"]),
+                "--eval", "only with --dataset")  # fmt: skip

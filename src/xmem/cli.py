@@ -19,7 +19,9 @@ from pathlib import Path
 
 from xmem.config import InferenceConfig, resolve_device
 from xmem.eval.bench_cli import add_bench_parser
-from xmem.eval.cli import add_eval_parser
+from xmem.eval.cli import CSV_NAME as SCORES_CSV
+from xmem.eval.cli import add_eval_parser, format_table
+from xmem.eval.dataset import evaluate_dataset, write_csv
 from xmem.inference.core import InferenceCore
 from xmem.inference.options import add_engine_arguments, engine_config
 from xmem.io.dataset import find_videos, read_video_list
@@ -71,6 +73,12 @@ def _add_segment_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--videos", type=Path, help="with --dataset: file naming the videos to process, one a line"
+    )
+    p.add_argument(
+        "--eval",
+        action="store_true",
+        help="with --dataset: score the masks against the dataset's annotations afterwards (J&F table, "
+        "--out/scores.csv; as xmem eval)",
     )
     p.add_argument(
         "--out", type=Path, required=True, help="output folder (with --dataset: one folder per video in it)"
@@ -159,8 +167,8 @@ def run_segment(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     if args.dataset is not None:
         return _run_dataset(args, config)
-    if args.videos is not None:
-        raise InputError("--videos: only with --dataset")
+    if args.videos is not None or args.eval:
+        raise InputError(f"{'--videos' if args.videos is not None else '--eval'}: only with --dataset")
     source = open_frames(args.input)
     prompts = load_prompts(source, mask=args.mask, masks=args.masks)
     device = _device(config)
@@ -210,7 +218,7 @@ def _run_dataset(args: argparse.Namespace, config: InferenceConfig) -> int:
     rank = rank_from_env() or Rank(0, 1, 0)
     device = _device(config, rank)
     mine = shard(videos, rank.rank, rank.world_size)
-    known = {v.name for v in videos}
+    known = {v.name for v in videos} | {SCORES_CSV}
     if args.out.is_dir() and not (args.overwrite or args.resume):
         others = sorted(p.name for p in args.out.iterdir() if p.name not in known)
         if others:
@@ -269,6 +277,13 @@ def _run_dataset(args: argparse.Namespace, config: InferenceConfig) -> int:
         raise InputError(
             f"{len(failed)} of {len(mine)} videos failed: {', '.join(failed)} (their errors are above)"
         )
+    if args.eval and rank.rank == 0:  # after the barrier: every rank's masks are written
+        result = evaluate_dataset(
+            args.out, args.input, videos=[v.name for v in videos], progress=not args.quiet
+        )
+        print(format_table(result))
+        write_csv(result, args.out / SCORES_CSV)
+        log.info("scores written to %s", args.out / SCORES_CSV)
     return 0
 
 
