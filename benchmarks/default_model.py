@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "lite-default.toml")
     parser.add_argument("--scores", action="store_true", help="add the committed benchmark results")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--inference-size",
+        type=int,
+        default=240,
+        help="processing size recorded with the weights (default 240)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             "a 2-core CPU"
         ),
         "stored_as": "fp16" if fp16_holds else "fp32",
+        "inference_size": args.inference_size,  # the engine's size when InferenceConfig.size is unset
         "training": {
             "command": f"xmem train {args.config.relative_to(ROOT)} --run-dir {args.run_dir}",
             "config": json.loads((args.run_dir / "config.json").read_text()),

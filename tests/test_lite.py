@@ -364,6 +364,35 @@ def test_safetensors_round_trip_keeps_the_architecture_and_the_outputs(tmp_path,
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
 
 
+def test_fp16_storage_and_the_processing_size_recorded_with_the_weights(
+    tmp_path, image: torch.Tensor
+) -> None:
+    """``save_weights(dtype=float16)`` halves the file and loads into fp32 parameters (the outputs move by
+    the rounding alone); an ``inference_size`` in the file's info becomes the engine's size when the
+    InferenceConfig leaves it unset, and an explicit size wins."""
+    net = golden_rule_model(SMALL)
+    save_weights(net, tmp_path / "fp32.safetensors")
+    save_weights(net, tmp_path / "fp16.safetensors", info={"inference_size": 64}, dtype=torch.float16)
+    assert (tmp_path / "fp16.safetensors").stat().st_size < 0.55 * (
+        tmp_path / "fp32.safetensors"
+    ).stat().st_size
+    half, full = load_model(tmp_path / "fp16.safetensors"), load_model(tmp_path / "fp32.safetensors")
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    for name, p in half.state_dict().items():
+        q = full.state_dict()[name]
+        expected = q.half().to(q.dtype) if q.is_floating_point() else q
+        assert torch.equal(p, expected), name
+    assert half.inference_size == 64 and full.inference_size is None
+    assert InferenceCore(half, InferenceConfig(device="cpu")).config.size == 64
+    assert InferenceCore(full, InferenceConfig(device="cpu")).config.size == 480
+    assert InferenceCore(half, InferenceConfig(size=-1, device="cpu")).config.size == -1
+    frame = (image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # H×W×3 RGB
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    mask[10:40, 20:60] = 1
+    prob = InferenceCore(half, InferenceConfig(device="cpu")).step(frame, mask=mask)
+    assert prob.shape[-2:] == frame.shape[:2]  # processed at 64, returned at the input size
+
+
 def test_released_format_export_is_recognised_as_lite(tmp_path) -> None:
     net = golden_rule_model(SMALL)
     export_released_format(net, tmp_path / "lite.pth")

@@ -137,22 +137,27 @@ class MemoryConfig:
             )
 
 
+DEFAULT_SIZE = 480  # the paper's processing size (shorter side)
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """How a video is processed.
 
     ``size`` is the length of the shorter side frames are resized to before processing (-1 keeps the
-    input size); outputs are always returned at the input size. ``device`` is ``"cpu"``, ``"cuda"``,
+    input size; ``None``: the size the network's weights were made for, :attr:`XMem.inference_size`, e.g.
+    240 for the embedded default model, else :data:`DEFAULT_SIZE`, the paper's 480); outputs are always
+    returned at the input size. ``device`` is ``"cpu"``, ``"cuda"``,
     ``"cuda:N"``, ``"mps"`` or ``"auto"`` (CUDA, then MPS, then CPU).
     """
 
     memory: MemoryConfig = field(default_factory=MemoryConfig)
-    size: int = 480
+    size: int | None = None
     precision: Precision = Precision.FP32
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.size != -1 and self.size < 16:
+        if self.size is not None and self.size != -1 and self.size < 16:
             raise ValueError(f"size must be -1 or at least 16, got {self.size}")
         if not isinstance(self.precision, Precision):
             raise TypeError(f"precision must be a Precision, got {self.precision!r}")

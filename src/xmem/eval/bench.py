@@ -491,10 +491,10 @@ class BenchRun:
         if passes < 1:
             raise ValueError(f"passes must be at least 1, got {passes}")
         self.video = video
-        self.config = config
         self.passes = passes
         self.total = len(video) * passes
         self.segmenter = VideoSegmenter(model, config)
+        self.config = self.segmenter.core.config  # the size resolved for the weights
         self.records: list[FrameRecord] = []
         self._scorer = (
             VideoScorer(self.total, ScoringProtocol.davis(), name=video.name, chunk_pixels=1)

@@ -231,6 +231,7 @@ def _run(args: argparse.Namespace) -> int:
     video = make_video(args)
     try:
         run = BenchRun(model, config, video, passes=args.pingpong)
+        config = run.config
         what = describe(video, args.pingpong)
         settings = (
             f"{device}, {config.precision.value}, size {config.size}, {torch.get_num_threads()} threads"

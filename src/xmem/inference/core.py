@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import TypedDict
 
 import numpy as np
 import torch
 
-from xmem.config import InferenceConfig, Precision, resolve_device
+from xmem.config import DEFAULT_SIZE, InferenceConfig, Precision, resolve_device
 from xmem.inference.preprocess import (
     image_to_tensor,
     normalize,
@@ -56,7 +57,10 @@ class InferenceCore:
     """
 
     def __init__(self, network: XMem, config: InferenceConfig | None = None) -> None:
-        self.config = config or InferenceConfig()
+        config = config or InferenceConfig()
+        if config.size is None:  # the size the weights were made for, else the paper's
+            config = dataclasses.replace(config, size=network.inference_size or DEFAULT_SIZE)
+        self.config = config
         self.device = resolve_device(self.config.device)
         self.network = prepare_network(network, self.device, self.config.precision)
         self.dtype = self.config.precision.dtype

@@ -11,7 +11,11 @@ from xmem.io.errors import InputError
 def add_engine_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--size --device --precision`` and the memory settings, with the paper's defaults."""
     parser.add_argument(
-        "--size", type=int, default=480, help="shorter side used for processing; -1 keeps the input size"
+        "--size",
+        type=int,
+        default=None,
+        help="shorter side used for processing; -1 keeps the input size (default: the size the weights were "
+        "made for, 240 for the embedded model; else 480)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     parser.add_argument("--precision", choices=[x.value for x in Precision], default="fp32")

@@ -216,7 +216,14 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
                 f"the embedded default model is missing from this installation ({path}); reinstall xmem-vos "
                 "or pass the path of a checkpoint (e.g. XMem.pth)"
             )
-    state, config = _read_any(path)
+    info: dict = {}
+    if Path(path).suffix == ".safetensors":
+        state, config, info = read_safetensors(path)
+    else:
+        state, config = _read_any(path)
     model = XMem(config)
     load_state_dict_strict(model, state, source=str(path))
+    size = info.get("inference_size")
+    if isinstance(size, int) and (size == -1 or size >= 16):
+        model.inference_size = size
     return model.eval().to(device)
