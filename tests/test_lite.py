@@ -631,3 +631,35 @@ def test_frozen_key_blocks_keep_their_imagenet_weights(tmp_path) -> None:
     official = dataclasses.replace(config, model=ModelConfig(key_dim=16, value_dim=32, hidden_dim=8))
     with pytest.raises(TrainingError, match="lite architecture's key encoder only"):
         Trainer(official, tmp_path / "official", show_progress=False).run()
+
+
+def test_batchnorm_calibration_lets_the_lite_values_depend_on_the_masks() -> None:
+    """Frozen identity BatchNorms (random init) starve the lite value encoder: its values for two different
+    object masks come out nearly equal. Statistics from a clip batch (:func:`calibrate_batchnorm`) bring the
+    object signal back; the BatchNorms are then frozen again with their new statistics."""
+    from xmem.train.forward import calibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = XMem(ModelConfig(architecture=Architecture.LITE)).eval()
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randn(2, 3, 3, 64, 64, generator=g)
+    masks = torch.zeros(2, 2, 64, 64)
+    masks[:, 0, 4:30, 4:30] = 1
+    masks[:, 1, 34:60, 30:60] = 1
+
+    def object_contrast() -> float:
+        with torch.no_grad():
+            *_, (f16, _, _) = net.encode_key(frames[:, 0])
+            value, _ = net.encode_value(frames[:, 0], f16, torch.zeros(2, 2, 32, 4, 4), masks)
+        return float((value[:, 0] - value[:, 1]).abs().mean() / value.abs().mean())
+
+    before = object_contrast()
+    calibrate_batchnorm(net.value_encoder, net, frames, masks, torch.ones(2, 2, dtype=torch.bool),
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    after = object_contrast()
+    assert before < 0.02 and after > 0.1, (before, after)
+    bn = net.value_encoder.bn1
+    assert not bn.training and bn.momentum == 0.1  # frozen again, settings restored
+    assert torch.all(bn.running_var > 0) and not torch.allclose(
+        bn.running_var, torch.ones_like(bn.running_var)
+    )

@@ -114,3 +114,35 @@ def clip_forward(
                 hidden = reinforced
             values.append(value)
     return out
+
+
+@torch.no_grad()
+def calibrate_batchnorm(
+    module: torch.nn.Module,
+    network: XMem,
+    frames: torch.Tensor,
+    first_masks: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    generator: torch.Generator,
+) -> None:
+    """Set the BatchNorm statistics of ``module`` (a randomly initialised part of ``network``, e.g. the lite
+    value encoder) from one clip batch, then leave them frozen like every BatchNorm in training.
+
+    Training keeps BatchNorm statistics fixed (as the reference does, whose BatchNorms come with ImageNet
+    weights). Random-init statistics (mean 0, variance 1) make BatchNorm the identity, and through stride-2
+    MBConv blocks without shortcuts the object signal then shrinks about tenfold per block, so the values
+    stop depending on the masks and objects cannot be told apart. Each BatchNorm here takes the mean and
+    variance of its own input over the batch, layer after layer (cumulative averages, ``momentum=None``)."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        clip_forward(network, frames, first_masks, valid, deep_update_prob=0.0, generator=generator)
+    finally:
+        for m, (momentum, training) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from xmem.config import Architecture, resolve_device
 from xmem.configio import to_dict
-from xmem.data import ClipSampler
+from xmem.data import ClipSampler, ItemKey
 from xmem.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from xmem.io.atomic import atomic_write
 from xmem.model.backbones import load_imagenet_into_trunk, load_imagenet_into_value_encoder
@@ -31,7 +31,7 @@ from xmem.model.efficientnet import EfficientNetLite0
 from xmem.model.efficientnet import load_imagenet_weights as load_efficientnet_imagenet
 from xmem.model.network import XMem
 from xmem.train.config import StageConfig, TrainConfig, TrainPrecision
-from xmem.train.forward import ClipOutput, clip_forward
+from xmem.train.forward import ClipOutput, calibrate_batchnorm, clip_forward
 from xmem.train.losses import bootstrap_fraction, frame_loss
 from xmem.train.validation import validate
 
@@ -39,6 +39,7 @@ log = logging.getLogger("xmem.train")
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # settings that may change between a run and its resumption (they do not change the numbers)
+CALIBRATION_ITEMS = 16  # clips whose statistics set the lite value encoder's BatchNorms
 _RESUMABLE_CHANGES = ("num_workers", "log_every", "image_every", "save_every", "device")
 
 DatasetFactory = Callable[[StageConfig, int], Dataset]
@@ -259,6 +260,8 @@ class Trainer:
             pin_memory=ctx.device.type == "cuda",
         )
         self._freeze_key_blocks(stage)
+        if index == 0 and start == 0 and self._resume_state is None:
+            self._calibrate_lite_value_encoder(dataset)
         model: nn.Module = ClipModel(self.network)
         if ctx.world_size > 1:
             model = nn.parallel.DistributedDataParallel(
@@ -315,6 +318,24 @@ class Trainer:
         if iteration < stage.iterations:
             raise TrainingError(f"stage {stage.name!r}: the data ran out at iteration {iteration}")
         return self._export(stage, index)
+
+    def _calibrate_lite_value_encoder(self, dataset) -> None:
+        """A lite network starting from random value-encoder weights: its BatchNorm statistics from the first
+        ``CALIBRATION_ITEMS`` items of the data (the same on every rank), see :func:`calibrate_batchnorm`."""
+        cfg = self.config
+        if cfg.model.architecture is not Architecture.LITE or cfg.init.weights is not None:
+            return
+        items = [dataset[ItemKey(i)] for i in range(min(CALIBRATION_ITEMS, len(dataset)))]
+        batch = {k: torch.stack([item[k] for item in items]).to(self.ctx.device) for k in items[0]}
+        calibrate_batchnorm(
+            self.network.value_encoder,
+            self.network,
+            normalize_clip(batch["frames"]),
+            batch["first_masks"],
+            batch["valid"],
+            generator=torch.Generator().manual_seed(_step_seed(cfg.seed, 0, 2**32 - 1)),
+        )
+        log.info("lite value encoder: BatchNorm statistics set from %d clips", len(items))
 
     def _freeze_key_blocks(self, stage: StageConfig) -> None:
         encoder = self.network.key_encoder
