@@ -654,7 +654,7 @@ def test_batchnorm_calibration_lets_the_lite_values_depend_on_the_masks() -> Non
         return float((value[:, 0] - value[:, 1]).abs().mean() / value.abs().mean())
 
     before = object_contrast()
-    calibrate_batchnorm(net.value_encoder, net, frames, masks, torch.ones(2, 2, dtype=torch.bool),
+    calibrate_batchnorm([net.value_encoder], net, frames, masks, torch.ones(2, 2, dtype=torch.bool),
                         generator=torch.Generator().manual_seed(0))  # fmt: skip
     after = object_contrast()
     assert before < 0.02 and after > 0.1, (before, after)

@@ -30,10 +30,19 @@ def _pointwise_ops():
     return ops
 
 
+@functools.cache
+def _onednn_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions on this CPU (AVX-512 BW/VL/DQ or AVX-NE-CONVERT; on AVX2 alone
+    it refuses, and the plain PyTorch path is taken)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
 def _fusable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         x.device.type == "cpu"
         and x.dtype in _FUSED_DTYPES
+        and (x.dtype != torch.bfloat16 or _onednn_bf16())
         and weight.dtype == x.dtype
         and x.ndim == 4
         and not torch.is_grad_enabled()

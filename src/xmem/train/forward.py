@@ -4,6 +4,7 @@ update with probability ``deep_update_prob``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -118,7 +119,7 @@ def clip_forward(
 
 @torch.no_grad()
 def calibrate_batchnorm(
-    module: torch.nn.Module,
+    modules: Sequence[torch.nn.Module],
     network: XMem,
     frames: torch.Tensor,
     first_masks: torch.Tensor,
@@ -126,7 +127,7 @@ def calibrate_batchnorm(
     *,
     generator: torch.Generator,
 ) -> None:
-    """Set the BatchNorm statistics of ``module`` (a randomly initialised part of ``network``, e.g. the lite
+    """Set the BatchNorm statistics of ``modules`` (randomly initialised parts of ``network``, e.g. the lite
     value encoder) from one clip batch, then leave them frozen like every BatchNorm in training.
 
     Training keeps BatchNorm statistics fixed (as the reference does, whose BatchNorms come with ImageNet
@@ -134,7 +135,9 @@ def calibrate_batchnorm(
     MBConv blocks without shortcuts the object signal then shrinks about tenfold per block, so the values
     stop depending on the masks and objects cannot be told apart. Each BatchNorm here takes the mean and
     variance of its own input over the batch, layer after layer (cumulative averages, ``momentum=None``)."""
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = [
+        m for part in modules for m in part.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
     saved = [(m.momentum, m.training) for m in norms]
     for m in norms:
         m.reset_running_stats()

@@ -261,7 +261,7 @@ class Trainer:
         )
         self._freeze_key_blocks(stage)
         if index == 0 and start == 0 and self._resume_state is None:
-            self._calibrate_lite_value_encoder(dataset)
+            self._calibrate_random_batchnorms(dataset)
         model: nn.Module = ClipModel(self.network)
         if ctx.world_size > 1:
             model = nn.parallel.DistributedDataParallel(
@@ -319,23 +319,31 @@ class Trainer:
             raise TrainingError(f"stage {stage.name!r}: the data ran out at iteration {iteration}")
         return self._export(stage, index)
 
-    def _calibrate_lite_value_encoder(self, dataset) -> None:
-        """A lite network starting from random value-encoder weights: its BatchNorm statistics from the first
-        ``CALIBRATION_ITEMS`` items of the data (the same on every rank), see :func:`calibrate_batchnorm`."""
+    def _calibrate_random_batchnorms(self, dataset) -> None:
+        """The parts that start from random weights (the lite value encoder; an official key or value encoder
+        without its ImageNet file) get BatchNorm statistics from the first ``CALIBRATION_ITEMS`` items of the
+        data (the same on every rank), see :func:`calibrate_batchnorm`."""
         cfg = self.config
-        if cfg.model.architecture is not Architecture.LITE or cfg.init.weights is not None:
+        if cfg.init.weights is not None:
+            return
+        random = [self.network.value_encoder] if (
+            cfg.model.architecture is Architecture.LITE or cfg.init.value_backbone is None
+        ) else []  # fmt: skip
+        if cfg.model.architecture is Architecture.XMEM and cfg.init.key_backbone is None:
+            random.append(self.network.key_encoder)
+        if not random:
             return
         items = [dataset[ItemKey(i)] for i in range(min(CALIBRATION_ITEMS, len(dataset)))]
         batch = {k: torch.stack([item[k] for item in items]).to(self.ctx.device) for k in items[0]}
         calibrate_batchnorm(
-            self.network.value_encoder,
+            random,
             self.network,
             normalize_clip(batch["frames"]),
             batch["first_masks"],
             batch["valid"],
             generator=torch.Generator().manual_seed(_step_seed(cfg.seed, 0, 2**32 - 1)),
         )
-        log.info("lite value encoder: BatchNorm statistics set from %d clips", len(items))
+        log.info("BatchNorm statistics of the randomly initialised encoders set from %d clips", len(items))
 
     def _freeze_key_blocks(self, stage: StageConfig) -> None:
         encoder = self.network.key_encoder
