@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         if index in annotated:
             gt = read_index_mask(annotated[index])
             j, f = region_and_boundary(gt == 1, pred == 1)
-            rows.append({"frame": index, "j": float(j), "f": float(f)})
-            print(f"frame {index:3d}: J {100 * float(j):5.1f}  F {100 * float(f):5.1f}")
+            j, f = (float(np.asarray(x).ravel()[0]) for x in (j, f))  # one frame
+            rows.append({"frame": index, "j": j, "f": f})
+            print(f"frame {index:3d}: J {100 * j:5.1f}  F {100 * f:5.1f}")
         if index in FIGURE_FRAMES:
             tile = Image.fromarray(overlay_frame(frame, pred)).resize((320, 240), Image.BILINEAR)
             ImageDraw.Draw(tile).text((6, 4), f"frame {index}", fill=(0, 0, 0))
