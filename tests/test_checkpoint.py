@@ -234,10 +234,16 @@ def test_wrapped_training_checkpoint(tmp_path: Path, golden_state: dict) -> None
         assert torch.equal(loaded[key], golden_state[key])
 
 
-def test_load_without_a_path_is_an_error() -> None:
-    """No path: a CheckpointError, not a silently random network."""
-    with pytest.raises(xmem.CheckpointError):
-        xmem.load_model(None)
+def test_load_without_a_path_is_the_embedded_model_not_a_random_network() -> None:
+    """No path: the weights shipped in the package (tests/test_default_model.py), never a silently random
+    network."""
+    from xmem.model.checkpoint import read_safetensors
+    from xmem.weights import default_weights_path
+
+    shipped, _, _ = read_safetensors(default_weights_path())
+    loaded = xmem.load_model(None).state_dict()
+    assert set(loaded) == set(shipped)
+    assert all(torch.equal(loaded[k], shipped[k].to(loaded[k].dtype)) for k in shipped)
 
 
 # --------------------------------------------------------------------------------------------------
