@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.scores:
         for name, path in {
-            "heldout_jf": RESULTS / "heldout_jf.json",
+            "heldout_jf": RESULTS / "default_model" / "heldout_jf.json",
             "speed_480p_cup": RESULTS / "default_bench" / "bench.json",
             "demo": RESULTS / "demo_quality.json",
         }.items():
