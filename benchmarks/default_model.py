@@ -16,6 +16,7 @@ and, with ``--scores``, the committed results of ``heldout_jf.py`` and ``xmem be
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -66,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     quality = {}
     if config.validation is not None and not args.scores:
         quality["validation_jf_fp32"] = validate(fp32, config.validation)
-        save_weights(fp32, target.with_suffix(".tmp.safetensors"), {}, dtype=torch.float16)
-        fp16 = load_model(target.with_suffix(".tmp.safetensors"))
-        target.with_suffix(".tmp.safetensors").unlink()
-        target.with_suffix(".tmp.json").unlink()
+        fp16 = copy.deepcopy(fp32)  # the weights as fp16 storage gives them back: rounded, in fp32
+        with torch.no_grad():
+            for t in fp16.state_dict().values():  # parameters and BatchNorm statistics alike
+                if t.is_floating_point():
+                    t.copy_(t.half())
         quality["validation_jf_fp16"] = validate(fp16, config.validation)
         print(f"validation J&F: fp32 {100 * quality['validation_jf_fp32']:.2f}, "
               f"fp16 {100 * quality['validation_jf_fp16']:.2f}")  # fmt: skip

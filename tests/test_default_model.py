@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
 import xmem.model.checkpoint as checkpoint
@@ -37,15 +38,13 @@ def test_load_model_without_a_path_is_the_shipped_lite_model(default_model) -> N
     info = card["info"]
     with safe_open(str(path), framework="pt") as f:
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
-    assert str(next(iter(dtypes - {__import__("torch").int64}))).endswith(
-        info["stored_as"].replace("fp", "float")
-    )
+    assert str(next(iter(dtypes - {torch.int64}))).endswith(info["stored_as"].replace("fp", "float"))
     assert info["training"]["config"]["model"]["architecture"] == "lite"
     assert info["training"]["best"]["iteration"] > 0
     assert info["training"]["validation_history"]
     assert "chelsea" in info["data"]["held_out_photographs"]
     # fp32 parameters whatever the file stores
-    assert all(p.dtype == __import__("torch").float32 for p in default_model.parameters())
+    assert all(p.dtype == torch.float32 for p in default_model.parameters())
 
 
 def test_default_model_follows_held_out_objects(default_model) -> None:

@@ -186,17 +186,17 @@ def export_released_format(model: XMem, path: str | Path) -> None:
         torch.save(state, f)
 
 
-def _read_any(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+def _read_any(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
+    """Weights, model config and provenance (``info``; empty for a ``.pth``) of either kind of file."""
     if Path(path).suffix == ".safetensors":
-        state, config, _ = read_safetensors(path)
-        return state, config
+        return read_safetensors(path)
     state = read_state_dict(path)
-    return state, config_from_state_dict(state, source=str(path))
+    return state, config_from_state_dict(state, source=str(path)), {}
 
 
 def load_weights_into(model: XMem, path: str | Path) -> None:
     """Load weights from a ``.safetensors`` or ``.pth`` file into an existing network, strictly."""
-    state, _ = _read_any(path)
+    state, _, _ = _read_any(path)
     load_state_dict_strict(model, state, source=str(path))
 
 
@@ -216,11 +216,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
                 f"the embedded default model is missing from this installation ({path}); reinstall xmem-vos "
                 "or pass the path of a checkpoint (e.g. XMem.pth)"
             )
-    info: dict = {}
-    if Path(path).suffix == ".safetensors":
-        state, config, info = read_safetensors(path)
-    else:
-        state, config = _read_any(path)
+    state, config, info = _read_any(path)
     model = XMem(config)
     load_state_dict_strict(model, state, source=str(path))
     size = info.get("inference_size")

@@ -38,8 +38,8 @@ from xmem.train.validation import validate
 log = logging.getLogger("xmem.train")
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CALIBRATION_ITEMS = 16  # clips whose statistics set the BatchNorms of randomly initialised encoders
 # settings that may change between a run and its resumption (they do not change the numbers)
-CALIBRATION_ITEMS = 16  # clips whose statistics set the lite value encoder's BatchNorms
 _RESUMABLE_CHANGES = ("num_workers", "log_every", "image_every", "save_every", "device")
 
 DatasetFactory = Callable[[StageConfig, int], Dataset]
@@ -326,17 +326,16 @@ class Trainer:
         cfg = self.config
         if cfg.init.weights is not None:
             return
-        random = [self.network.value_encoder] if (
-            cfg.model.architecture is Architecture.LITE or cfg.init.value_backbone is None
-        ) else []  # fmt: skip
-        if cfg.model.architecture is Architecture.XMEM and cfg.init.key_backbone is None:
-            random.append(self.network.key_encoder)
-        if not random:
-            return
+        lite = cfg.model.architecture is Architecture.LITE
+        untrained = []
+        if lite or cfg.init.value_backbone is None:
+            untrained.append(self.network.value_encoder)
+        if not lite and cfg.init.key_backbone is None:
+            untrained.append(self.network.key_encoder)
         items = [dataset[ItemKey(i)] for i in range(min(CALIBRATION_ITEMS, len(dataset)))]
         batch = {k: torch.stack([item[k] for item in items]).to(self.ctx.device) for k in items[0]}
         calibrate_batchnorm(
-            random,
+            untrained,
             self.network,
             normalize_clip(batch["frames"]),
             batch["first_masks"],
