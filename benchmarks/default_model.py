@@ -36,6 +36,27 @@ RESULTS = ROOT / "benchmarks" / "results"
 MAX_FP16_LOSS = 0.005  # J&F (0..1) that fp16 storage may cost on the validation videos
 
 
+def _parent(config: TrainConfig) -> dict | None:
+    """Where a run that continued from earlier weights (``init.weights``) started: those weights' own record
+    (their run's config, stage, iteration and validation J&F), so that the card describes the whole chain."""
+    path = config.init.weights
+    if path is None:
+        return None
+    path = path if path.is_absolute() else ROOT / path
+    record: dict = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
+    if path.suffix == ".safetensors" and path.is_file():
+        _, _, info = read_safetensors(path)
+        record.update({k: info.get(k) for k in ("stage", "iteration", "heldout_jf")})
+        record["config"] = info.get("training")
+    log = path.parent / "log.jsonl"
+    if log.is_file():
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        record["validation_history"] = [
+            {"iteration": r["iteration"], "heldout_jf": r["heldout_jf"]} for r in rows if "heldout_jf" in r
+        ]
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="the training run (holds config.json and the weights)")
@@ -45,13 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--inference-size",
         type=int,
-        default=240,
-        help="processing size recorded with the weights (default 240)",
+        default=None,
+        help="processing size recorded with the weights (default: the run's inference_size, else 240)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     config = build(TrainConfig, json.loads((args.run_dir / "config.json").read_text()))
+    inference_size = args.inference_size or config.inference_size or 240
     stage = config.stages[-1].name
     best = args.run_dir / f"{stage}-best.safetensors"
     if not best.is_file():
@@ -88,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             "a 2-core CPU"
         ),
         "stored_as": "fp16" if fp16_holds else "fp32",
-        "inference_size": args.inference_size,  # the engine's size when InferenceConfig.size is unset
+        "inference_size": inference_size,  # the engine's size when InferenceConfig.size is unset
         "training": {
             "command": f"xmem train {args.config.relative_to(ROOT)} --run-dir {args.run_dir}",
             "config": json.loads((args.run_dir / "config.json").read_text()),
@@ -96,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "best": {k: best_info.get(k) for k in ("stage", "iteration", "heldout_jf")},
             "validation_history": history,
             "seed": config.seed,
+            "initialised_from": _parent(config),
         },
         "data": {
             "train_photographs": sorted(p.name for p in PHOTOGRAPHS if p.split is Split.TRAIN),

@@ -588,31 +588,15 @@ def test_missing_weights_package_is_explained(monkeypatch) -> None:
 def test_frozen_key_blocks_keep_their_imagenet_weights(tmp_path) -> None:
     """``freeze_key_blocks = 5``: the stem and blocks 0-4 are not trained (no gradient, not in the optimiser's
     updates); blocks 5-10 and the rest of the network are."""
-    from xmem.data import CompositeClipConfig, CompositeConfig
-    from xmem.train.config import (
-        DataConfig,
-        OptimConfig,
-        StageConfig,
-        SyntheticData,
-        TrainConfig,
-        TrainPrecision,
-    )
+    from trainconfigs import tiny_config
+    from xmem.train.config import OptimConfig
     from xmem.train.trainer import Trainer, TrainingError
 
     _lite0_state()  # skips without the ImageNet weights package
-    clips = CompositeClipConfig(
-        video=CompositeConfig(height=48, width=48, length=20, objects=(1, 1)),
-        num_frames=3,
-        max_objects=1,
-        items=8,
+    config = tiny_config(
+        2, max_objects=1, items=8, freeze_key_blocks=5, optim=OptimConfig(lr=1e-3), model=SMALL, save_every=2
     )
-    stage = StageConfig(
-        name="s", iterations=2, batch_size=2, freeze_key_blocks=5,
-        data=DataConfig(synthetic=SyntheticData(clips)), optim=OptimConfig(lr=1e-3),
-    )  # fmt: skip
-    config = TrainConfig(
-        stages=(stage,), model=SMALL, precision=TrainPrecision.FP32, device="cpu", num_workers=0, save_every=2
-    )
+    stage = config.stages[0]
     trainer = Trainer(config, tmp_path / "run", show_progress=False)
     before = {k: v.clone() for k, v in trainer.network.key_encoder.state_dict().items()}
     trainer.run()

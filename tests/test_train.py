@@ -12,43 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from xmem.config import InferenceConfig, ModelConfig
-from xmem.data import CompositeClipConfig, CompositeConfig
+from trainconfigs import SMALL, tiny_config
+from xmem.config import InferenceConfig
 from xmem.inference.core import InferenceCore
 from xmem.model.checkpoint import load_model
 from xmem.model.network import XMem
-from xmem.train.config import DataConfig, OptimConfig, StageConfig, SyntheticData, TrainConfig, TrainPrecision
+from xmem.train.config import TrainPrecision
 from xmem.train.data import build_stage_dataset
 from xmem.train.forward import clip_forward, read_memory_dense, reference_frames
 from xmem.train.trainer import CALIBRATION_ITEMS, Trainer, TrainingError
-
-SMALL = ModelConfig(key_dim=16, value_dim=32, hidden_dim=8)
-
-
-def tiny_config(
-    iterations: int = 4, *, batch_size: int = 2, deep_update_prob: float = 0.5, **kw
-) -> TrainConfig:
-    clips = CompositeClipConfig(
-        video=CompositeConfig(height=48, width=48, length=30, objects=(1, 2)),
-        num_frames=3,
-        max_objects=2,
-        items=20,
-    )
-    stage = StageConfig(
-        name="main",
-        iterations=iterations,
-        data=DataConfig(synthetic=SyntheticData(clips)),
-        batch_size=batch_size,
-        deep_update_prob=deep_update_prob,
-        optim=OptimConfig(lr=1e-4, steps=(3,), grad_clip=5.0),
-    )
-    defaults = dict(
-        stages=(stage,), model=SMALL, precision=TrainPrecision.FP32, device="cpu", seed=5, num_workers=0,
-        save_every=2, log_every=2, image_every=1000,
-    )  # fmt: skip
-    defaults.update(kw)
-    return TrainConfig(**defaults)
-
 
 # --------------------------------------------------------------------------------------------------
 # The clip forward pass
@@ -178,10 +150,22 @@ def test_exported_weights_load_for_inference(tmp_path: Path) -> None:
     assert core.step(frame).shape == (2, 48, 64)
 
 
+def test_exported_weights_carry_the_configured_inference_size(tmp_path: Path) -> None:
+    path = Trainer(tiny_config(2, inference_size=96), tmp_path / "run", show_progress=False).run()
+    model = load_model(path)
+    assert model.inference_size == 96
+    core = InferenceCore(model, InferenceConfig(device="cpu"))  # size unset: the weights' size
+    assert core.config.size == 96
+    plain = load_model(Trainer(tiny_config(2), tmp_path / "plain", show_progress=False).run())
+    assert plain.inference_size is None
+    with pytest.raises(ValueError, match="inference_size"):
+        tiny_config(2, inference_size=0)
+
+
 DDP_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})
-from test_train import tiny_config
+from trainconfigs import tiny_config
 from xmem.train.trainer import Trainer
 trainer = Trainer(tiny_config(2, batch_size=4, deep_update_prob=0.0), {run!r}, show_progress=False)
 rank = trainer.ctx.rank

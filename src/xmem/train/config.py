@@ -174,8 +174,13 @@ class TrainConfig:
     log_every: int = 50
     image_every: int = 500  # sample predictions to TensorBoard
     validation: ValidationConfig | None = None  # held-out J&F during training (and early stopping)
+    # The processing size (shorter side) recorded in the exported weights: the engine's size when
+    # InferenceConfig.size is unset. None records nothing (the engine then uses 480).
+    inference_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.inference_size is not None and self.inference_size < 1:
+            raise ValueError(f"inference_size must be positive, got {self.inference_size}")
         if not self.stages:
             raise ValueError("a training run needs at least one stage")
         names = [s.name for s in self.stages]

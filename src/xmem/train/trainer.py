@@ -375,6 +375,7 @@ class Trainer:
                     "iteration": iteration,
                     "heldout_jf": jf,
                     "training": to_dict(self.config),
+                    **self._size_info(),
                 }
                 save_weights(self.network, self.run_dir / f"{stage.name}-best.safetensors", info)
         else:
@@ -495,10 +496,19 @@ class Trainer:
         with atomic_write(self.run_dir / CHECKPOINT_NAME) as f:
             torch.save(state, f)
 
+    def _size_info(self) -> dict[str, int]:
+        size = self.config.inference_size
+        return {} if size is None else {"inference_size": size}
+
     def _export(self, stage: StageConfig, index: int) -> Path:
         path = self.run_dir / f"{stage.name}.safetensors"
         if self.ctx.is_main:
-            info = {"stage": stage.name, "iterations": stage.iterations, "training": to_dict(self.config)}
+            info = {
+                "stage": stage.name,
+                "iterations": stage.iterations,
+                "training": to_dict(self.config),
+                **self._size_info(),
+            }
             save_weights(self.network, path, info)
             log.info("stage %s done: weights in %s", stage.name, path)
         if self.ctx.world_size > 1:
