@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "stored_as": "fp16" if fp16_holds else "fp32",
         "inference_size": inference_size,  # the engine's size when InferenceConfig.size is unset
         "training": {
-            "command": f"xmem train {args.config.relative_to(ROOT)} --run-dir {args.run_dir}",
+            "command": f"xmem train {args.config.resolve().relative_to(ROOT)} --run-dir {args.run_dir}",
             "config": json.loads((args.run_dir / "config.json").read_text()),
             "iterations_run": trained,
             "best": {k: best_info.get(k) for k in ("stage", "iteration", "heldout_jf")},
