@@ -48,13 +48,17 @@ def _parent(config: TrainConfig) -> dict | None:
         _, _, info = read_safetensors(path)
         record.update({k: info.get(k) for k in ("stage", "iteration", "heldout_jf")})
         record["config"] = info.get("training")
-    log = path.parent / "log.jsonl"
-    if log.is_file():
-        rows = [json.loads(line) for line in log.read_text().splitlines()]
-        record["validation_history"] = [
-            {"iteration": r["iteration"], "heldout_jf": r["heldout_jf"]} for r in rows if "heldout_jf" in r
-        ]
+    if (path.parent / "log.jsonl").is_file():
+        record["validation_history"] = _validation_history(_read_log(path.parent))
     return record
+
+
+def _read_log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _validation_history(log: list[dict]) -> list[dict]:
+    return [{"iteration": r["iteration"], "heldout_jf": r["heldout_jf"]} for r in log if "heldout_jf" in r]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {best}: no best weights in this run (is validation configured?)", file=sys.stderr)
         return 2
     _, _, best_info = read_safetensors(best)
-    log = [json.loads(line) for line in (args.run_dir / "log.jsonl").read_text().splitlines()]
-    history = [{"iteration": r["iteration"], "heldout_jf": r["heldout_jf"]} for r in log if "heldout_jf" in r]
+    log = _read_log(args.run_dir)
+    history = _validation_history(log)
     trained = max((r["iteration"] for r in log if r.get("stage") == stage), default=0)
 
     target = default_weights_path()
