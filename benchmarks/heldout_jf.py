@@ -119,6 +119,13 @@ def main() -> None:
     parser.add_argument("--name", help="the model's name in the results (default: the weights' file stem)")
     parser.add_argument("--no-baselines", action="store_true", help="score only the model")
     parser.add_argument("--videos", type=int, default=10)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seed of the first held-out video (0: the benchmark's; 1000000: the training validation's, "
+        "for tuning without looking at the benchmark)",
+    )
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=427)
@@ -155,7 +162,7 @@ def main() -> None:
     results: dict[tuple[str, str], list[VideoResult]] = {}
     timing: dict[tuple[str, str], list[tuple[float, int]]] = {}
     rows = []
-    for v, video in enumerate(held_out_videos(args.videos, video_config)):
+    for v, video in enumerate(held_out_videos(args.videos, video_config, first_seed=args.first_seed)):
         name = f"heldout{v:02d}"
         frames = [video.frame(t) for t in range(len(video))]
         masks = [video.mask(t) for t in range(len(video))]
@@ -207,7 +214,17 @@ def main() -> None:
         )
     setup = {
         k: getattr(args, k)
-        for k in ("videos", "frames", "height", "width", "pingpong", "size", "precision", "threads")
+        for k in (
+            "videos",
+            "first_seed",
+            "frames",
+            "height",
+            "width",
+            "pingpong",
+            "size",
+            "precision",
+            "threads",
+        )
     }
     setup["weights"] = "default" if args.default_model else str(args.weights) if args.weights else None
     setup["protocol"] = "davis"

@@ -29,6 +29,7 @@ from xmem.eval.bench import (
     FrameRecord,
     GeneratedVideo,
     StreamedVideo,
+    block_figures,
     pingpong_index,
     pingpong_order,
     read_csv,
@@ -237,6 +238,7 @@ def test_summary_of_hand_made_records() -> None:
     assert s.steady_from == 50 and s.steady_frames_per_second == pytest.approx(50.0)
     assert s.window == 25  # half of the steady frames
     assert s.ms_per_frame_early == pytest.approx(20.0) and s.ms_per_frame_late == pytest.approx(20.0)
+    assert s.median_ms_per_frame_steady == pytest.approx(20.0)
     assert s.rss_reference_frames == 50 and s.rss_mb_at_reference == 149.0 and s.rss_mb_at_end == 199.0
     assert s.peak_rss_mb == 209.0
     assert s.max_long_term_elements == 60 and s.max_working_elements == 6
@@ -245,6 +247,25 @@ def test_summary_of_hand_made_records() -> None:
     # The steady state is clipped to half of a short run; a 1-frame run is summarised too.
     assert summarize(records[:10], steady_from=50).steady_from == 5
     assert summarize(records[:1]).frames == 1
+
+
+def test_median_and_block_figures_ignore_a_few_slowed_frames() -> None:
+    # 25 frames at 10 ms with every fifth slowed to 500 ms (another job on the CPU): the means move, the
+    # medians do not.
+    records = [_record(i, 0.5 if i % 5 == 0 else 0.01, 100.0 + i, long_term=2 * i) for i in range(25)]
+    s = summarize(records, steady_from=0)
+    assert s.ms_per_frame_early > 50 and s.median_ms_per_frame_steady == pytest.approx(10.0)
+    blocks = block_figures(records, 10)
+    assert [(b.start, b.stop) for b in blocks] == [(0, 10), (10, 20), (20, 25)]
+    assert [b.median_ms_per_frame for b in blocks] == pytest.approx([10.0, 10.0, 10.0])
+    assert [b.rss_mb_at_end for b in blocks] == [109.0, 119.0, 124.0]
+    assert [b.long_term_elements_at_end for b in blocks] == [18, 38, 48]
+    # Mostly slowed frames do show.
+    assert block_figures([_record(i, 0.5 if i % 3 else 0.01, 1.0) for i in range(9)], 9)[
+        0
+    ].median_ms_per_frame == pytest.approx(500.0)
+    with pytest.raises(ValueError, match="block size"):
+        block_figures(records, 0)
 
 
 def test_csv_round_trip(tmp_path) -> None:

@@ -361,8 +361,10 @@ def read_csv(path: str | Path) -> list[FrameRecord]:
 class BenchSummary:
     """The figures of a run. ``steady_from``: the first frame of the steady state (once the working
     memory has filled and consolidated for the first time); time per frame ``early`` and ``late`` are
-    means over ``window`` frames from ``steady_from`` and at the end. RSS is compared after
-    ``rss_reference_frames`` frames (1,000, or half the run when shorter than 2,000) and at the end."""
+    means over ``window`` frames from ``steady_from`` and at the end; ``median_ms_per_frame_steady`` is
+    the median from ``steady_from`` on (robust to frames slowed by other jobs sharing the CPU). RSS is
+    compared after ``rss_reference_frames`` frames (1,000, or half the run when shorter than 2,000) and
+    at the end."""
 
     frames: int
     seconds: float
@@ -372,6 +374,7 @@ class BenchSummary:
     window: int
     ms_per_frame_early: float
     ms_per_frame_late: float
+    median_ms_per_frame_steady: float
     read_ms_per_frame: float
     peak_rss_mb: float
     rss_reference_frames: int
@@ -420,6 +423,7 @@ def summarize(
         window=window,
         ms_per_frame_early=1000 * float(seconds[steady : steady + window].mean()),
         ms_per_frame_late=1000 * float(seconds[n - window :].mean()),
+        median_ms_per_frame_steady=1000 * float(np.median(seconds[steady:])),
         read_ms_per_frame=1000 * float(np.mean([r.read_seconds for r in records])),
         peak_rss_mb=max(r.peak_rss_mb for r in records),
         rss_reference_frames=reference,
@@ -438,6 +442,38 @@ def summarize(
             summary, objects=s.objects, jf=s.jf, j=s.j.mean, f=s.f.mean, j_decay=s.j.decay
         )
     return summary
+
+
+@dataclass(frozen=True)
+class BlockFigures:
+    """The figures of one block of consecutive played frames ``start`` .. ``stop − 1``: the median engine
+    time per frame (robust to frames slowed by other jobs sharing the CPU), and the RSS and long-term
+    memory size on the block's last frame."""
+
+    start: int
+    stop: int
+    median_ms_per_frame: float
+    rss_mb_at_end: float
+    long_term_elements_at_end: int
+
+
+def block_figures(records: Sequence[FrameRecord], size: int) -> list[BlockFigures]:
+    """``records`` (in play order) cut into blocks of ``size`` frames (the last may be shorter)."""
+    if size < 1:
+        raise ValueError(f"block size must be positive, got {size}")
+    blocks = []
+    for start in range(0, len(records), size):
+        block = records[start : start + size]
+        blocks.append(
+            BlockFigures(
+                start=start,
+                stop=start + len(block),
+                median_ms_per_frame=1000 * float(np.median([r.seconds for r in block])),
+                rss_mb_at_end=block[-1].rss_mb,
+                long_term_elements_at_end=block[-1].long_term_elements,
+            )
+        )
+    return blocks
 
 
 def per_frame_scores(scores: VideoResult, frames: int) -> tuple[list[float | None], list[float | None]]:

@@ -160,7 +160,8 @@ def format_summary(s: BenchSummary) -> str:
         f"{s.steady_from} ({s.frames} frames in {s.seconds:.1f} s of engine time; reading "
         f"{s.read_ms_per_frame:.1f} ms per frame apart)",
         f"time per frame: {s.ms_per_frame_early:.1f} ms (frames {s.steady_from}-"
-        f"{s.steady_from + s.window - 1}), {s.ms_per_frame_late:.1f} ms (last {s.window})",
+        f"{s.steady_from + s.window - 1}), {s.ms_per_frame_late:.1f} ms (last {s.window}); median "
+        f"{s.median_ms_per_frame_steady:.1f} ms from frame {s.steady_from}",
     ]
     growth = (
         f" ({100 * (s.rss_mb_at_end / s.rss_mb_at_reference - 1):+.1f}%)"
