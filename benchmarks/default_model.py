@@ -4,13 +4,16 @@
     python benchmarks/default_model.py runs/default                          # weights + card into the package
     python benchmarks/heldout_jf.py --default-model                          # held-out J&F of the shipped model
     xmem bench --video demo/cup.mp4 --mask demo/cup-mask.png --out benchmarks/results/default_bench --no-plots
-    python benchmarks/default_model.py runs/default --scores                 # the card again, with the scores
+    python benchmarks/default_model.py --scores                              # the shipped card, with the scores
 
 Takes the run's best weights (``<stage>-best.safetensors``, held-out validation J&F) of its last stage,
 stores them as fp16 in ``src/xmem/weights/xmem-lite-default.safetensors`` and writes the model card next to
 them (``.json``): the training config, the command, the validation history, the data split and seeds, the
 J&F of the fp32 and fp16 weights on the validation videos (fp16 is shipped only when it holds the quality)
-and, with ``--scores``, the committed results of ``heldout_jf.py`` and ``xmem bench`` for the model.
+and the run it was initialised from (``init.weights``, resolved like the trainer does: against the current
+directory, so run this from where ``xmem train`` ran). ``--scores`` (no run) adds the committed results of
+``heldout_jf.py``, ``xmem bench`` and ``demo_quality.py`` to the card of the weights already shipped: the
+tensors are written back unchanged, whatever the runs directory now holds.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ from xmem.weights import default_weights_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+SCORES = {  # the committed results that --scores adds to the card
+    "heldout_jf": RESULTS / "default_model" / "heldout_jf.json",
+    "speed_480p_cup": RESULTS / "default_bench" / "bench.json",
+    "demo": RESULTS / "demo_quality.json",
+}
 MAX_FP16_LOSS = 0.005  # J&F (0..1) that fp16 storage may cost on the validation videos
 
 
@@ -42,7 +50,7 @@ def _parent(config: TrainConfig) -> dict | None:
     path = config.init.weights
     if path is None:
         return None
-    path = path if path.is_absolute() else ROOT / path
+    path = path.resolve()  # as the trainer opened it: relative to the current directory
     record: dict = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
     if path.suffix == ".safetensors" and path.is_file():
         _, _, info = read_safetensors(path)
@@ -61,11 +69,32 @@ def _validation_history(log: list[dict]) -> list[dict]:
     return [{"iteration": r["iteration"], "heldout_jf": r["heldout_jf"]} for r in log if "heldout_jf" in r]
 
 
+def add_scores(target: Path) -> int:
+    """The committed benchmark results of the shipped weights into their card (and metadata)."""
+    if not target.is_file():
+        print(f"error: {target}: no shipped weights to add scores to", file=sys.stderr)
+        return 2
+    model = load_model(target)
+    _, _, info = read_safetensors(target)
+    for name, path in SCORES.items():
+        if path.is_file():
+            info[name] = json.loads(path.read_text())
+            print(f"{name}: {path.relative_to(ROOT)}")
+    save_weights(model, target, info, dtype=torch.float16 if info.get("stored_as") == "fp16" else None)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="the training run (holds config.json and the weights)")
+    parser.add_argument(
+        "run_dir", type=Path, nargs="?", help="the training run (holds config.json and the weights)"
+    )
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "lite-default.toml")
-    parser.add_argument("--scores", action="store_true", help="add the committed benchmark results")
+    parser.add_argument(
+        "--scores",
+        action="store_true",
+        help="add the committed benchmark results to the shipped card (no run)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--inference-size",
@@ -75,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.scores:
+        if args.run_dir is not None:
+            parser.error("--scores updates the shipped card; give no run")
+        return add_scores(default_weights_path())
+    if args.run_dir is None:
+        parser.error("give the training run to ship (or --scores)")
 
     config = build(TrainConfig, json.loads((args.run_dir / "config.json").read_text()))
     inference_size = args.inference_size or config.inference_size or 240
@@ -91,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     target = default_weights_path()
     fp32 = load_model(best)
     quality = {}
-    if config.validation is not None and not args.scores:
+    if config.validation is not None:
         quality["validation_jf_fp32"] = validate(fp32, config.validation)
         fp16 = copy.deepcopy(fp32)  # the weights as fp16 storage gives them back: rounded, in fp32
         with torch.no_grad():
@@ -101,9 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         quality["validation_jf_fp16"] = validate(fp16, config.validation)
         print(f"validation J&F: fp32 {100 * quality['validation_jf_fp32']:.2f}, "
               f"fp16 {100 * quality['validation_jf_fp16']:.2f}")  # fmt: skip
-    elif target.is_file():
-        quality = {k: v for k, v in json.loads(target.with_suffix(".json").read_text())["info"].items()
-                   if k.startswith("validation_jf")}  # fmt: skip
     fp16_holds = quality.get("validation_jf_fp32", 0) - quality.get("validation_jf_fp16", 0) <= MAX_FP16_LOSS
 
     info = {
@@ -132,14 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         },
         **quality,
     }
-    if args.scores:
-        for name, path in {
-            "heldout_jf": RESULTS / "default_model" / "heldout_jf.json",
-            "speed_480p_cup": RESULTS / "default_bench" / "bench.json",
-            "demo": RESULTS / "demo_quality.json",
-        }.items():
-            if path.is_file():
-                info[name] = json.loads(path.read_text())
     save_weights(fp32, target, info, dtype=torch.float16 if fp16_holds else None)
     print(f"{target} ({target.stat().st_size / 1e6:.1f} MB, {info['stored_as']}) and its card "
           f"{target.with_suffix('.json').name}")  # fmt: skip
