@@ -2,6 +2,7 @@
 weights, on held-out synthetic composite videos.
 
     python benchmarks/precision_agreement.py --weights runs/synthetic-small/synthetic-best.safetensors
+    python benchmarks/precision_agreement.py --default-model    # the embedded default model, at its size
 
 For each precision: the share of pixels whose label equals fp32's, and J&F against the ground truth.
 (With random weights the argmax is ill-conditioned, see README; trained weights are what users run.)
@@ -21,14 +22,15 @@ import torch
 from xmem.config import InferenceConfig, Precision
 from xmem.data import CompositeConfig, held_out_videos
 from xmem.inference.segmenter import VideoSegmenter
+from xmem.io.atomic import atomic_write
 from xmem.metrics import VideoScorer, summarize
 from xmem.model.checkpoint import load_model
 
 HERE = Path(__file__).resolve().parent
 
 
-def run(model, precision: Precision, videos) -> tuple[list[np.ndarray], float, float]:
-    seg = VideoSegmenter(model, InferenceConfig(size=-1, device="cpu", precision=precision))
+def run(model, precision: Precision, videos, size: int | None) -> tuple[list[np.ndarray], float, float]:
+    seg = VideoSegmenter(model, InferenceConfig(size=size, device="cpu", precision=precision))
     masks, results, seconds, frames = [], [], 0.0, 0
     for i, video in enumerate(videos):
         seg.reset()
@@ -49,7 +51,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--weights", type=Path, required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--weights", type=Path, help="a model to measure (XMem.pth or .safetensors)")
+    which.add_argument("--default-model", action="store_true", help="the embedded default model")
+    parser.add_argument(
+        "--size", type=int, default=-1, help="processing size (-1: the video's; 0: the weights' own)"
+    )
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--height", type=int, default=240)
@@ -58,24 +65,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "precision_agreement.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model(args.weights)
+    model = load_model(None if args.default_model else args.weights)
+    size = None if args.size == 0 else args.size
     videos = held_out_videos(
         args.videos, CompositeConfig(height=args.height, width=args.width, length=args.frames, objects=(1, 3))
     )
-    base, base_jf, base_fps = run(model, Precision.FP32, videos)
+    base, base_jf, base_fps = run(model, Precision.FP32, videos, size)
     rows = [{"precision": "fp32", "agreement_with_fp32": 1.0, "jf": base_jf, "fps": base_fps}]
     print(f"fp32: J&F {100 * base_jf:.1f}, {base_fps:.2f} frames/s")
     for precision in (Precision.BF16,):
-        masks, jf, fps = run(model, precision, videos)
+        masks, jf, fps = run(model, precision, videos, size)
         agree = float(np.mean([(a == b).mean() for a, b in zip(masks, base, strict=True)]))
         rows.append({"precision": precision.value, "agreement_with_fp32": agree, "jf": jf, "fps": fps})
         print(
             f"{precision.value}: {100 * agree:.2f}% of pixels equal fp32's, J&F {100 * jf:.1f}, {fps:.2f} frames/s"
         )
-    setup = {k: getattr(args, k) for k in ("videos", "frames", "height", "width", "threads")}
-    setup["weights"] = str(args.weights)
+    setup = {k: getattr(args, k) for k in ("videos", "frames", "height", "width", "size", "threads")}
+    setup["weights"] = "default" if args.default_model else str(args.weights)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"setup": setup, "results": rows}, indent=2))
+    with atomic_write(args.out, "w") as f:
+        json.dump({"setup": setup, "results": rows}, f, indent=2)
     print(f"results in {args.out}")
 
 
