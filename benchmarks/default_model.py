@@ -6,7 +6,9 @@
     xmem bench --video demo/cup.mp4 --mask demo/cup-mask.png --out benchmarks/results/default_bench --no-plots
     python benchmarks/default_model.py --scores                              # the shipped card, with the scores
 
-Takes the run's best weights (``<stage>-best.safetensors``, held-out validation J&F) of its last stage,
+Takes the run's best weights (``<stage>-best.safetensors``, held-out validation J&F) of its last stage
+(``--final``: its final weights, ``<stage>.safetensors``, e.g. when the best by the noisy validation fails
+on real video),
 stores them as fp16 in ``src/xmem/weights/xmem-lite-default.safetensors`` and writes the model card next to
 them (``.json``): the training config, the command, the validation history, the data split and seeds, the
 J&F of the fp32 and fp16 weights on the validation videos (fp16 is shipped only when it holds the quality)
@@ -95,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add the committed benchmark results to the shipped card (no run)",
     )
+    parser.add_argument(
+        "--final",
+        action="store_true",
+        help="ship the run's final weights instead of its best by validation",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--inference-size",
@@ -114,14 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     config = build(TrainConfig, json.loads((args.run_dir / "config.json").read_text()))
     inference_size = args.inference_size or config.inference_size or 240
     stage = config.stages[-1].name
-    best = args.run_dir / f"{stage}-best.safetensors"
+    best = args.run_dir / (f"{stage}.safetensors" if args.final else f"{stage}-best.safetensors")
     if not best.is_file():
-        print(f"error: {best}: no best weights in this run (is validation configured?)", file=sys.stderr)
+        what = (
+            "final weights (did the stage finish?)"
+            if args.final
+            else "best weights (is validation configured?)"
+        )
+        print(f"error: {best}: no {what} in this run", file=sys.stderr)
         return 2
     _, _, best_info = read_safetensors(best)
     log = _read_log(args.run_dir)
     history = _validation_history(log)
     trained = max((r["iteration"] for r in log if r.get("stage") == stage), default=0)
+    if args.final:  # the final weights carry no record of their own: the run's last iteration and score
+        last = [r["heldout_jf"] for r in history if r["iteration"] == trained]
+        best_info = {"stage": stage, "iteration": trained, "heldout_jf": last[0] if last else None}
 
     target = default_weights_path()
     fp32 = load_model(best)
@@ -151,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": f"xmem train {args.config.resolve().relative_to(ROOT)} --run-dir {args.run_dir}",
             "config": json.loads((args.run_dir / "config.json").read_text()),
             "iterations_run": trained,
+            "shipped": "final" if args.final else "best",
             "best": {k: best_info.get(k) for k in ("stage", "iteration", "heldout_jf")},
             "validation_history": history,
             "seed": config.seed,
