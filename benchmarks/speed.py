@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import SyntheticVideo, peak_rss_mb  # noqa: E402
+from xmem.io.atomic import atomic_write  # noqa: E402
 
 
 def worker_ours(args: argparse.Namespace) -> None:
@@ -131,7 +132,8 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     setup = {k: getattr(args, k) for k in ("frames", "height", "width", "objects", "threads", "seed")}
-    (args.out / "speed.json").write_text(json.dumps({"setup": setup, "results": rows}, indent=2))
+    with atomic_write(args.out / "speed.json", "w") as f:
+        json.dump({"setup": setup, "results": rows}, f, indent=2)
     fields = [
         "implementation",
         "precision",
@@ -140,7 +142,7 @@ def main() -> None:
         "agreement_with_ours_fp32",
         "agreement_with_reference",
     ]
-    with open(args.out / "speed.csv", "w", newline="") as f:
+    with atomic_write(args.out / "speed.csv", "w") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
