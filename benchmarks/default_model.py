@@ -121,25 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     config = build(TrainConfig, json.loads((args.run_dir / "config.json").read_text()))
     inference_size = args.inference_size or config.inference_size or 240
     stage = config.stages[-1].name
-    best = args.run_dir / (f"{stage}.safetensors" if args.final else f"{stage}-best.safetensors")
-    if not best.is_file():
+    chosen = args.run_dir / (f"{stage}.safetensors" if args.final else f"{stage}-best.safetensors")
+    if not chosen.is_file():
         what = (
             "final weights (did the stage finish?)"
             if args.final
             else "best weights (is validation configured?)"
         )
-        print(f"error: {best}: no {what} in this run", file=sys.stderr)
+        print(f"error: {chosen}: no {what} in this run", file=sys.stderr)
         return 2
-    _, _, best_info = read_safetensors(best)
+    _, _, chosen_info = read_safetensors(chosen)
     log = _read_log(args.run_dir)
     history = _validation_history(log)
     trained = max((r["iteration"] for r in log if r.get("stage") == stage), default=0)
     if args.final:  # the final weights carry no record of their own: the run's last iteration and score
         last = [r["heldout_jf"] for r in history if r["iteration"] == trained]
-        best_info = {"stage": stage, "iteration": trained, "heldout_jf": last[0] if last else None}
+        chosen_info = {"stage": stage, "iteration": trained, "heldout_jf": last[0] if last else None}
 
     target = default_weights_path()
-    fp32 = load_model(best)
+    fp32 = load_model(chosen)
     quality = {}
     if config.validation is not None:
         quality["validation_jf_fp32"] = validate(fp32, config.validation)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": json.loads((args.run_dir / "config.json").read_text()),
             "iterations_run": trained,
             "shipped": "final" if args.final else "best",
-            "best": {k: best_info.get(k) for k in ("stage", "iteration", "heldout_jf")},
+            "best": {k: chosen_info.get(k) for k in ("stage", "iteration", "heldout_jf")},  # the shipped ones
             "validation_history": history,
             "seed": config.seed,
             "initialised_from": _parent(config),

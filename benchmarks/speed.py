@@ -118,7 +118,8 @@ def main() -> None:
             print(f"reference fp32: {result['fps']:.3f} frames/s, peak RSS {result['peak_rss_mb']:.0f} MiB")
 
     for row in rows:  # steady state: working memory full, consolidations running
-        row["fps_from_frame_50"] = (len(row["frame_seconds"]) - 50) / sum(row["frame_seconds"][50:])
+        steady = row["frame_seconds"][50:]
+        row["fps_from_frame_50"] = len(steady) / sum(steady) if steady else None  # None: 50 frames or fewer
     base = masks.get("xmem-vos fp32")
     for row in rows:
         name = f"{row['implementation']} {row['precision']}"
