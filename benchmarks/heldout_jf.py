@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,34 +40,15 @@ from xmem.eval.baselines import (
     FlowWarpConfig,
     MaskPropagator,
     SegmenterPropagator,
+    score_propagation,
 )
 from xmem.eval.bench import pingpong_order
 from xmem.eval.plots import rolling_mean
-from xmem.eval.protocol import Protocol, VideoResult, VideoScorer, summarize
+from xmem.eval.protocol import VideoResult, summarize
 from xmem.io.atomic import atomic_write
 from xmem.model.checkpoint import load_model
 
 HERE = Path(__file__).resolve().parent
-
-
-def score_method(
-    method: MaskPropagator,
-    frames: Sequence[np.ndarray],
-    masks: Sequence[np.ndarray],
-    order: list[int],
-    name: str,
-) -> tuple[VideoResult, float, int]:
-    """Plays ``frames`` in ``order`` through ``method`` (prompted with the first played frame's mask) and
-    scores it by the DAVIS protocol; returns the result, the method's seconds and the frame count."""
-    scorer = VideoScorer(len(order), Protocol.davis(), name=name, chunk_pixels=1 << 21)
-    predictions = method.propagate((frames[t] for t in order), masks[order[0]])
-    seconds = 0.0
-    for i, t in enumerate(order):
-        start = time.perf_counter()
-        pred = next(predictions)
-        seconds += time.perf_counter() - start
-        scorer.add(masks[t], pred if scorer.needs_prediction(i) else None)
-    return scorer.result(), seconds, len(order)
 
 
 def per_frame_jf(results: Sequence[VideoResult], frames: int) -> np.ndarray:
@@ -168,10 +148,11 @@ def main() -> None:
         masks = [video.mask(t) for t in range(len(video))]
         for variant, order in variants.items():
             for method in methods:
-                result, seconds, count = score_method(method, frames, masks, order, name)
-                results.setdefault((method.name, variant), []).append(result)
-                timing.setdefault((method.name, variant), []).append((seconds, count))
-                s = result.summary
+                scored = score_propagation(method, frames, masks, order, name=name)
+                count = scored.frames
+                results.setdefault((method.name, variant), []).append(scored.result)
+                timing.setdefault((method.name, variant), []).append((scored.seconds, count))
+                s = scored.result.summary
                 rows.append(
                     {
                         "method": method.name,
@@ -183,7 +164,7 @@ def main() -> None:
                         "j": 100 * s.j.mean,
                         "f": 100 * s.f.mean,
                         "j_decay": 100 * s.j.decay,
-                        "fps": count / seconds,
+                        "fps": scored.fps,
                     }
                 )
                 print(f"{name} {variant:>3} {method.name:<24} J&F {100 * s.jf:5.1f}", flush=True)

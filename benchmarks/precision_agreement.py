@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,29 +21,36 @@ import torch
 
 from xmem.config import InferenceConfig, Precision
 from xmem.data import CompositeConfig, held_out_videos
-from xmem.inference.segmenter import VideoSegmenter
+from xmem.data.synthetic import CompositeVideo
+from xmem.eval.baselines import SegmenterPropagator, score_propagation
 from xmem.io.atomic import atomic_write
-from xmem.metrics import VideoScorer, summarize
+from xmem.metrics import summarize
 from xmem.model.checkpoint import load_model
+from xmem.model.network import XMem
 
 HERE = Path(__file__).resolve().parent
 
 
-def run(model, precision: Precision, videos, size: int | None) -> tuple[list[np.ndarray], float, float]:
-    seg = VideoSegmenter(model, InferenceConfig(size=size, device="cpu", precision=precision))
+def run(
+    model: XMem, precision: Precision, videos: Sequence[CompositeVideo], size: int | None
+) -> tuple[list[np.ndarray], float, float]:
+    """Segments ``videos`` at ``precision``: their predicted masks, J&F and frames/s."""
+    method = SegmenterPropagator(model, InferenceConfig(size=size, device="cpu", precision=precision))
     masks, results, seconds, frames = [], [], 0.0, 0
     for i, video in enumerate(videos):
-        seg.reset()
-        scorer = VideoScorer(len(video), name=f"heldout-{i}")
-        out = np.zeros((len(video), video.config.height, video.config.width), np.uint8)
-        start = time.perf_counter()
-        for index, pred in seg.propagate(video.frames(), {0: video.mask(0)}):
-            out[index] = pred
-            scorer.add(video.mask(index), pred if scorer.needs_prediction(index) else None)
-        seconds += time.perf_counter() - start
-        frames += len(video)
-        masks.append(out)
-        results.append(scorer.result())
+        truth = [video.mask(t) for t in range(len(video))]
+        scored = score_propagation(
+            method,
+            [video.frame(t) for t in range(len(video))],
+            truth,
+            name=f"heldout-{i}",
+            keep_predictions=True,
+        )
+        assert scored.predictions is not None
+        masks.append(np.stack(scored.predictions))
+        results.append(scored.result)
+        seconds += scored.seconds
+        frames += scored.frames
     return masks, summarize(results).jf, frames / seconds
 
 
@@ -55,7 +62,10 @@ def main() -> None:
     which.add_argument("--weights", type=Path, help="a model to measure (XMem.pth or .safetensors)")
     which.add_argument("--default-model", action="store_true", help="the embedded default model")
     parser.add_argument(
-        "--size", type=int, default=-1, help="processing size (-1: the video's; 0: the weights' own)"
+        "--size",
+        type=int,
+        default=None,
+        help="processing size (shorter side; -1: the video's; default: the size the weights were made for)",
     )
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--frames", type=int, default=100)
@@ -66,15 +76,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(None if args.default_model else args.weights)
-    size = None if args.size == 0 else args.size
     videos = held_out_videos(
         args.videos, CompositeConfig(height=args.height, width=args.width, length=args.frames, objects=(1, 3))
     )
-    base, base_jf, base_fps = run(model, Precision.FP32, videos, size)
+    base, base_jf, base_fps = run(model, Precision.FP32, videos, args.size)
     rows = [{"precision": "fp32", "agreement_with_fp32": 1.0, "jf": base_jf, "fps": base_fps}]
     print(f"fp32: J&F {100 * base_jf:.1f}, {base_fps:.2f} frames/s")
     for precision in (Precision.BF16,):
-        masks, jf, fps = run(model, precision, videos, size)
+        masks, jf, fps = run(model, precision, videos, args.size)
         agree = float(np.mean([(a == b).mean() for a, b in zip(masks, base, strict=True)]))
         rows.append({"precision": precision.value, "agreement_with_fp32": agree, "jf": jf, "fps": fps})
         print(

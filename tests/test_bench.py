@@ -23,6 +23,7 @@ from xmem.eval.baselines import (
     FlowWarp,
     FlowWarpConfig,
     SegmenterPropagator,
+    score_propagation,
 )
 from xmem.eval.bench import (
     BenchRun,
@@ -514,6 +515,19 @@ def test_flow_warp_of_a_still_video_keeps_the_mask() -> None:
     frames, masks = moving_squares(1)
     out = list(FlowWarp().propagate([frames[0]] * 5, masks[0]))
     assert all(np.array_equal(m, masks[0]) for m in out)
+
+
+def test_score_propagation_plays_the_order_from_its_first_frame_and_scores_it() -> None:
+    frames, masks = moving_squares(6)
+    order = pingpong_order(6, 2)[3:]  # starts on frame 3: 3, 4, 5, 5, 4, ..., 0
+    scored = score_propagation(CopyFirstMask(), frames, masks, order, name="sq", keep_predictions=True)
+    assert scored.frames == 9 and scored.seconds > 0 and scored.fps > 0
+    assert scored.predictions is not None and all(np.array_equal(p, masks[3]) for p in scored.predictions)
+    # the same figures as scoring the played sequence by hand
+    expected = score_video([masks[t] for t in order], [masks[3]] * 9, name="sq")
+    assert scored.result.summary.jf == pytest.approx(expected.summary.jf)
+    assert 0.2 < scored.result.summary.jf < 0.99  # frame 3 copied: right on the replays of 3, off elsewhere
+    assert score_propagation(CopyFirstMask(), frames, masks).predictions is None
 
 
 def test_segmenter_propagator_gives_a_mask_per_frame_and_resets(model) -> None:

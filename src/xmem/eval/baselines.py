@@ -6,13 +6,15 @@
 
 Both, and XMem through :class:`SegmenterPropagator`, offer one interface (:class:`MaskPropagator`):
 ``propagate(frames, first_mask)`` yields an H×W index mask per frame, the first frame included.
+:func:`score_propagation` plays a clip through any of them and scores it by the DAVIS protocol.
 """
 
 from __future__ import annotations
 
 import enum
 import importlib
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -20,6 +22,8 @@ import numpy as np
 
 from xmem.config import InferenceConfig
 from xmem.data.sources import MissingExtraError
+from xmem.eval.protocol import Protocol as ScoringProtocol
+from xmem.eval.protocol import VideoResult, VideoScorer
 from xmem.inference.segmenter import VideoSegmenter
 from xmem.model.network import XMem
 
@@ -186,3 +190,45 @@ class SegmenterPropagator:
         self.segmenter.reset()
         for _, mask in self.segmenter.propagate(frames, {0: first_mask}):
             yield mask
+
+
+@dataclass(frozen=True)
+class PropagationScore:
+    """What :func:`score_propagation` measured: the DAVIS-protocol result, the method's own seconds (frame
+    preparation and scoring excluded), the played frame count and, when kept, the predicted masks."""
+
+    result: VideoResult
+    seconds: float
+    frames: int
+    predictions: list[np.ndarray] | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+
+def score_propagation(
+    method: MaskPropagator,
+    frames: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    order: Sequence[int] | None = None,
+    *,
+    name: str = "",
+    keep_predictions: bool = False,
+) -> PropagationScore:
+    """Plays ``frames`` in ``order`` (default: as they are; e.g. :func:`xmem.eval.bench.pingpong_order`)
+    through ``method``, prompted with the first played frame's ground truth ``masks[order[0]]``, and scores
+    every played frame against ``masks`` by the DAVIS protocol."""
+    order = list(range(len(frames))) if order is None else list(order)
+    scorer = VideoScorer(len(order), ScoringProtocol.davis(), name=name, chunk_pixels=1 << 21)
+    predictions = method.propagate((frames[t] for t in order), masks[order[0]])
+    kept: list[np.ndarray] | None = [] if keep_predictions else None
+    seconds = 0.0
+    for i, t in enumerate(order):
+        start = time.perf_counter()
+        pred = next(predictions)
+        seconds += time.perf_counter() - start
+        scorer.add(masks[t], pred if scorer.needs_prediction(i) else None)
+        if kept is not None:
+            kept.append(pred)
+    return PropagationScore(scorer.result(), seconds, len(order), kept)
