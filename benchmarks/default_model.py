@@ -56,11 +56,16 @@ def _parent(config: TrainConfig) -> dict | None:
     record: dict = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
     if path.suffix == ".safetensors" and path.is_file():
         _, _, info = read_safetensors(path)
-        record.update({k: info.get(k) for k in ("stage", "iteration", "heldout_jf")})
+        record.update(_record(info))
         record["config"] = info.get("training")
     if (path.parent / "log.jsonl").is_file():
         record["validation_history"] = _validation_history(_read_log(path.parent))
     return record
+
+
+def _record(info: dict) -> dict:
+    """Which weights these are: their stage, iteration and validation J&F."""
+    return {k: info.get(k) for k in ("stage", "iteration", "heldout_jf")}
 
 
 def _read_log(run_dir: Path) -> list[dict]:
@@ -130,13 +135,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"error: {chosen}: no {what} in this run", file=sys.stderr)
         return 2
-    _, _, chosen_info = read_safetensors(chosen)
     log = _read_log(args.run_dir)
     history = _validation_history(log)
     trained = max((r["iteration"] for r in log if r.get("stage") == stage), default=0)
+    best_path = args.run_dir / f"{stage}-best.safetensors"
+    best = _record(read_safetensors(best_path)[2]) if best_path.is_file() else None
     if args.final:  # the final weights carry no record of their own: the run's last iteration and score
         last = [r["heldout_jf"] for r in history if r["iteration"] == trained]
-        chosen_info = {"stage": stage, "iteration": trained, "heldout_jf": last[0] if last else None}
+        shipped = {"stage": stage, "iteration": trained, "heldout_jf": last[0] if last else None}
+    else:
+        shipped = best
 
     target = default_weights_path()
     fp32 = load_model(chosen)
@@ -167,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             "config": json.loads((args.run_dir / "config.json").read_text()),
             "iterations_run": trained,
             "shipped": "final" if args.final else "best",
-            "best": {k: chosen_info.get(k) for k in ("stage", "iteration", "heldout_jf")},  # the shipped ones
+            "shipped_weights": shipped,  # stage, iteration and validation J&F of the weights shipped
+            "best": best,  # the run's best by validation (the shipped ones unless --final)
             "validation_history": history,
             "seed": config.seed,
             "initialised_from": _parent(config),

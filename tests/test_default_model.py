@@ -40,7 +40,7 @@ def test_load_model_without_a_path_is_the_shipped_lite_model(default_model) -> N
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
     assert str(next(iter(dtypes - {torch.int64}))).endswith(info["stored_as"].replace("fp", "float"))
     assert info["training"]["config"]["model"]["architecture"] == "lite"
-    assert info["training"]["best"]["iteration"] > 0
+    assert info["training"]["shipped_weights"]["iteration"] > 0
     assert info["training"]["validation_history"]
     assert "chelsea" in info["data"]["held_out_photographs"]
     # fp32 parameters whatever the file stores
