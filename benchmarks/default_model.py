@@ -114,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="processing size recorded with the weights (default: the run's inference_size, else 240)",
     )
+    parser.add_argument(
+        "--mem-every",
+        type=int,
+        default=None,
+        help="memory frame interval recorded with the weights (tune it on the validation seeds: "
+        "heldout_jf.py --first-seed 1000000); default: none recorded, the engine's 5",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.scores:
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "stored_as": "fp16" if fp16_holds else "fp32",
         "inference_size": inference_size,  # the engine's size when InferenceConfig.size is unset
+        **({} if args.mem_every is None else {"inference_mem_every": args.mem_every}),  # likewise mem_every
         "training": {
             "command": f"xmem train {args.config.resolve().relative_to(ROOT)} --run-dir {args.run_dir}",
             "config": json.loads((args.run_dir / "config.json").read_text()),

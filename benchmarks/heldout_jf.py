@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xmem.config import InferenceConfig, Precision
+from xmem.config import InferenceConfig, MemoryConfig, Precision
 from xmem.data import CompositeConfig, held_out_videos
 from xmem.eval.baselines import (
     CopyFirstMask,
@@ -111,6 +111,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=427)
     parser.add_argument("--pingpong", type=int, default=5)
     parser.add_argument("--size", type=int, default=-1, help="model processing size (-1: the video's)")
+    parser.add_argument(
+        "--mem-every",
+        type=int,
+        default=None,
+        help="memory frame interval (default: the weights' recorded one, else 5)",
+    )
     parser.add_argument("--precision", choices=[p.value for p in Precision], default="fp32")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
@@ -124,7 +130,12 @@ def main() -> None:
 
     methods: list[MaskPropagator] = []
     if args.weights is not None or args.default_model:
-        config = InferenceConfig(size=args.size, precision=Precision(args.precision), device=args.device)
+        config = InferenceConfig(
+            size=args.size,
+            precision=Precision(args.precision),
+            device=args.device,
+            memory=MemoryConfig(mem_every=args.mem_every),
+        )
         name = args.name or ("xmem-lite-default" if args.default_model else args.weights.stem)
         methods.append(SegmenterPropagator(load_model(args.weights), config, name=name))
     if not args.no_baselines:
@@ -203,6 +214,7 @@ def main() -> None:
             "width",
             "pingpong",
             "size",
+            "mem_every",
             "precision",
             "threads",
         )

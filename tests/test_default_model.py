@@ -41,6 +41,11 @@ def test_load_model_without_a_path_is_the_shipped_lite_model(default_model) -> N
     assert str(next(iter(dtypes - {torch.int64}))).endswith(info["stored_as"].replace("fp", "float"))
     assert info["training"]["config"]["model"]["architecture"] == "lite"
     assert info["training"]["shipped_weights"]["iteration"] > 0
+    # the processing size and memory interval tuned on validation seeds travel with the weights
+    assert (default_model.inference_size, default_model.inference_mem_every) == (
+        info["inference_size"],
+        info["inference_mem_every"],
+    )
     assert info["training"]["validation_history"]
     assert "chelsea" in info["data"]["held_out_photographs"]
     # fp32 parameters whatever the file stores

@@ -393,6 +393,32 @@ def test_fp16_storage_and_the_processing_size_recorded_with_the_weights(
     assert prob.shape[-2:] == frame.shape[:2]  # processed at 64, returned at the input size
 
 
+def test_memory_interval_recorded_with_the_weights(tmp_path, image: torch.Tensor) -> None:
+    """An ``inference_mem_every`` in the file's info sets how often frames are memorised when the
+    MemoryConfig leaves ``mem_every`` unset; an explicit value wins, and without one the paper's 5 holds."""
+    net = golden_rule_model(SMALL)
+    save_weights(net, tmp_path / "tuned.safetensors", info={"inference_mem_every": 2})
+    save_weights(net, tmp_path / "plain.safetensors")
+    tuned, plain = load_model(tmp_path / "tuned.safetensors"), load_model(tmp_path / "plain.safetensors")
+    assert tuned.inference_mem_every == 2 and plain.inference_mem_every is None
+    frame = (image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    mask[10:40, 20:60] = 1
+
+    def memory_frames(model, memory: MemoryConfig) -> list[int]:
+        core = InferenceCore(model, InferenceConfig(memory=memory, size=-1, device="cpu"))
+        frames = []
+        for t in range(7):
+            core.step(frame, mask=mask if t == 0 else None)
+            if core.last_memory_index == t:
+                frames.append(t)
+        return frames
+
+    assert memory_frames(tuned, MemoryConfig()) == [0, 2, 4, 6]
+    assert memory_frames(tuned, MemoryConfig(mem_every=3)) == [0, 3, 6]
+    assert memory_frames(plain, MemoryConfig()) == [0, 5]
+
+
 def test_released_format_export_is_recognised_as_lite(tmp_path) -> None:
     net = golden_rule_model(SMALL)
     export_released_format(net, tmp_path / "lite.pth")

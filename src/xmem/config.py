@@ -100,16 +100,21 @@ class ModelConfig:
             raise ValueError(f"invalid model dimensions: {self}")
 
 
+DEFAULT_MEM_EVERY = 5  # the paper's memory frame interval
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     """The memory design of the paper, with its defaults (Section 4 and REFERENCE.md §4).
 
-    ``long_term=False`` keeps every memory frame in working memory (no consolidation: memory grows with
-    the video, as in STCN; for ablations). ``deep_update`` refreshes the sensory memory with the value
-    encoder on every memory frame.
+    ``mem_every`` (a memory frame every N frames) left ``None`` takes the value the network's weights were
+    made for (:attr:`XMem.inference_mem_every`, e.g. 2 for the embedded default model), else the paper's
+    :data:`DEFAULT_MEM_EVERY`. ``long_term=False`` keeps every memory frame in working memory (no
+    consolidation: memory grows with the video, as in STCN; for ablations). ``deep_update`` refreshes the
+    sensory memory with the value encoder on every memory frame.
     """
 
-    mem_every: int = 5
+    mem_every: int | None = None
     top_k: int = 30
     min_working_frames: int = 5
     max_working_frames: int = 10
@@ -119,7 +124,7 @@ class MemoryConfig:
     deep_update: bool = True
 
     def __post_init__(self) -> None:
-        if self.mem_every < 1:
+        if self.mem_every is not None and self.mem_every < 1:
             raise ValueError(f"mem_every must be >= 1, got {self.mem_every}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")

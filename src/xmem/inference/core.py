@@ -10,7 +10,7 @@ from typing import TypedDict
 import numpy as np
 import torch
 
-from xmem.config import DEFAULT_SIZE, InferenceConfig, Precision, resolve_device
+from xmem.config import DEFAULT_MEM_EVERY, DEFAULT_SIZE, InferenceConfig, Precision, resolve_device
 from xmem.inference.preprocess import (
     image_to_tensor,
     normalize,
@@ -60,6 +60,11 @@ class InferenceCore:
         config = config or InferenceConfig()
         if config.size is None:  # the size the weights were made for, else the paper's
             config = dataclasses.replace(config, size=network.inference_size or DEFAULT_SIZE)
+        if config.memory.mem_every is None:  # likewise the memory frame interval
+            mem_every = network.inference_mem_every or DEFAULT_MEM_EVERY
+            config = dataclasses.replace(
+                config, memory=dataclasses.replace(config.memory, mem_every=mem_every)
+            )
         self.config = config
         self.device = resolve_device(self.config.device)
         self.network = prepare_network(network, self.device, self.config.precision)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xmem.config import InferenceConfig, MemoryConfig, Precision
+from xmem.config import DEFAULT_MEM_EVERY, InferenceConfig, MemoryConfig, Precision
 from xmem.io.errors import InputError
 
 
@@ -20,7 +20,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     parser.add_argument("--precision", choices=[x.value for x in Precision], default="fp32")
     d = MemoryConfig()
-    parser.add_argument("--mem-every", type=int, default=d.mem_every)
+    parser.add_argument(
+        "--mem-every",
+        type=int,
+        default=None,
+        help="a memory frame every N frames (default: what the weights were tuned for, 2 for the embedded "
+        f"model; else {DEFAULT_MEM_EVERY})",
+    )
     parser.add_argument("--top-k", type=int, default=d.top_k)
     parser.add_argument("--min-working-frames", type=int, default=d.min_working_frames)
     parser.add_argument("--max-working-frames", type=int, default=d.max_working_frames)

@@ -222,4 +222,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     size = info.get("inference_size")
     if isinstance(size, int) and (size == -1 or size >= 16):
         model.inference_size = size
+    mem_every = info.get("inference_mem_every")
+    if isinstance(mem_every, int) and mem_every >= 1:
+        model.inference_mem_every = mem_every
     return model.eval().to(device)

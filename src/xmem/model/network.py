@@ -189,12 +189,14 @@ class XMem(nn.Module):
     ``config.architecture`` picks the official network or the lite one; both have this interface.
     ``inference_size``: the processing size (shorter side) the weights were made for, read from their file
     by :func:`xmem.load_model` when it records one (the embedded default model does); the engine uses it
-    when :class:`InferenceConfig` leaves ``size`` unset.
+    when :class:`InferenceConfig` leaves ``size`` unset. ``inference_mem_every`` likewise: the memory frame
+    interval the weights were tuned for, used when :class:`MemoryConfig` leaves ``mem_every`` unset.
     """
 
     key_encoder: nn.Module
     value_encoder: ValueEncoder | LiteValueEncoder
     inference_size: int | None = None
+    inference_mem_every: int | None = None
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
