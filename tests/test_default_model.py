@@ -88,4 +88,7 @@ def test_segment_and_info_without_weights_use_the_default_model(tmp_path, golden
     assert summary["weights"]["path"] == "default" and len(summary["weights"]["sha256"]) == 64
     capsys.readouterr()
     assert main(["info"]) == 0
-    assert "lite" in capsys.readouterr().out.lower()
+    printed = capsys.readouterr().out
+    assert "variant:     XMem-Lite (EfficientNet-Lite0 key encoder" in printed
+    assert "format:      safetensors" in printed
+    assert "processing:  shorter side 240, memory every 2 frames (recorded with the weights)" in printed

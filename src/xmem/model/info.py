@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-from xmem.config import ModelConfig
+from xmem.config import Architecture, ModelConfig
 from xmem.model.checkpoint import (
     VALUE_CONV1_KEY,
     config_from_state_dict,
     load_state_dict_strict,
+    read_safetensors,
     read_state_dict,
 )
 from xmem.model.network import XMem
@@ -44,7 +45,8 @@ class CheckpointInfo:
     file_bytes: int
     sha256: str
     modified: str  # ISO 8601, UTC
-    container: str  # "state_dict" or "training checkpoint (...)"
+    container: str  # "state_dict", "training checkpoint (...)" or "safetensors"
+    processing: str | None = None  # the size and memory interval recorded with the weights, if any
 
     def lines(self) -> list[str]:
         """Human-readable ``name: value`` lines."""
@@ -60,19 +62,35 @@ class CheckpointInfo:
             f"size:        {self.file_bytes:,} bytes",
             f"sha256:      {self.sha256}",
             f"modified:    {self.modified}",
+            *([f"processing:  {self.processing}"] if self.processing else []),
         ]
 
 
 def _variant(state: dict[str, torch.Tensor], config: ModelConfig) -> str:
     conv1 = state.get(VALUE_CONV1_KEY)
     stage0 = conv1 is not None and conv1.ndim == 4 and conv1.shape[1] == 4
-    parts = ["XMem (ResNet-50 key encoder, ResNet-18 value encoder)"]
+    if config.architecture is Architecture.LITE:
+        parts = ["XMem-Lite (EfficientNet-Lite0 key encoder, light value encoder)"]
+    else:
+        parts = ["XMem (ResNet-50 key encoder, ResNet-18 value encoder)"]
     if stage0:
         parts.append("single-object value encoder (stage-0 static-image pretraining)")
     else:
         parts.append("multi-object")
     parts.append("with sensory memory" if config.hidden_dim > 0 else "without sensory memory (no-sensory)")
     return ", ".join(parts)
+
+
+def _processing(info: dict) -> str | None:
+    """The engine settings a weights file records for itself (what ``load_model`` applies by default)."""
+    parts = []
+    size = info.get("inference_size")
+    if isinstance(size, int):
+        parts.append("input size" if size == -1 else f"shorter side {size}")
+    mem_every = info.get("inference_mem_every")
+    if isinstance(mem_every, int):
+        parts.append(f"memory every {mem_every} frames")
+    return ", ".join(parts) + " (recorded with the weights)" if parts else None
 
 
 def describe_checkpoint(path: str | Path) -> CheckpointInfo:
@@ -95,6 +113,10 @@ def describe_checkpoint(path: str | Path) -> CheckpointInfo:
         container = f"training checkpoint ({detail}; also holds {', '.join(extra) or 'nothing else'})"
     else:
         container = "state_dict"
+    processing = None
+    if path.suffix == ".safetensors":
+        container = "safetensors"
+        processing = _processing(read_safetensors(path)[2])
     stat = path.stat()
     modified = datetime.datetime.fromtimestamp(stat.st_mtime, tz=datetime.timezone.utc)
     return CheckpointInfo(
@@ -109,4 +131,5 @@ def describe_checkpoint(path: str | Path) -> CheckpointInfo:
         sha256=file_sha256(path),
         modified=modified.isoformat(timespec="seconds"),
         container=container,
+        processing=processing,
     )
