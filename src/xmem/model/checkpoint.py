@@ -194,6 +194,15 @@ def _read_any(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, d
     return state, config_from_state_dict(state, source=str(path)), {}
 
 
+def recorded_inference_settings(info: Mapping) -> tuple[int | None, int | None]:
+    """The processing size and memory frame interval a weights file records for itself (``info`` of
+    :func:`read_safetensors`), each None where absent or invalid."""
+    size, mem_every = info.get("inference_size"), info.get("inference_mem_every")
+    valid_size = isinstance(size, int) and (size == -1 or size >= 16)
+    valid_mem_every = isinstance(mem_every, int) and mem_every >= 1
+    return (size if valid_size else None), (mem_every if valid_mem_every else None)
+
+
 def load_weights_into(model: XMem, path: str | Path) -> None:
     """Load weights from a ``.safetensors`` or ``.pth`` file into an existing network, strictly."""
     state, _, _ = _read_any(path)
@@ -219,10 +228,5 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     state, config, info = _read_any(path)
     model = XMem(config)
     load_state_dict_strict(model, state, source=str(path))
-    size = info.get("inference_size")
-    if isinstance(size, int) and (size == -1 or size >= 16):
-        model.inference_size = size
-    mem_every = info.get("inference_mem_every")
-    if isinstance(mem_every, int) and mem_every >= 1:
-        model.inference_mem_every = mem_every
+    model.inference_size, model.inference_mem_every = recorded_inference_settings(info)
     return model.eval().to(device)

@@ -16,6 +16,7 @@ from xmem.model.checkpoint import (
     load_state_dict_strict,
     read_safetensors,
     read_state_dict,
+    recorded_inference_settings,
 )
 from xmem.model.network import XMem
 
@@ -83,25 +84,17 @@ def _variant(state: dict[str, torch.Tensor], config: ModelConfig) -> str:
 
 def _processing(info: dict) -> str | None:
     """The engine settings a weights file records for itself (what ``load_model`` applies by default)."""
+    size, mem_every = recorded_inference_settings(info)
     parts = []
-    size = info.get("inference_size")
-    if isinstance(size, int):
+    if size is not None:
         parts.append("input size" if size == -1 else f"shorter side {size}")
-    mem_every = info.get("inference_mem_every")
-    if isinstance(mem_every, int):
+    if mem_every is not None:
         parts.append(f"memory every {mem_every} frames")
     return ", ".join(parts) + " (recorded with the weights)" if parts else None
 
 
-def describe_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Read ``path`` safely (``weights_only``), check that it loads into the XMem architecture, and
-    describe it. Raises :class:`~xmem.model.checkpoint.CheckpointError` when it does not."""
-    path = Path(path)
-    state = read_state_dict(path)
-    config = config_from_state_dict(state, source=str(path))
-    model = XMem(config)
-    load_state_dict_strict(model, state, source=str(path))
-    components = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in COMPONENTS}
+def _pth_container(path: Path) -> str:
+    """What a ``.pth`` holds around its weights: a plain state_dict or a training checkpoint."""
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
@@ -110,13 +103,25 @@ def describe_checkpoint(path: str | Path) -> CheckpointInfo:
         extra = sorted(k for k in raw if k != "network")
         it = raw.get("it")
         detail = f"iteration {it}" if isinstance(it, int) else "weights under 'network'"
-        container = f"training checkpoint ({detail}; also holds {', '.join(extra) or 'nothing else'})"
-    else:
-        container = "state_dict"
+        return f"training checkpoint ({detail}; also holds {', '.join(extra) or 'nothing else'})"
+    return "state_dict"
+
+
+def describe_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Read ``path`` safely (``weights_only``), check that it loads into the XMem architecture, and
+    describe it. Raises :class:`~xmem.model.checkpoint.CheckpointError` when it does not."""
+    path = Path(path)
     processing = None
-    if path.suffix == ".safetensors":
-        container = "safetensors"
-        processing = _processing(read_safetensors(path)[2])
+    if path.suffix == ".safetensors":  # one read: tensors and the recorded info
+        state, _, info = read_safetensors(path)
+        container, processing = "safetensors", _processing(info)
+    else:
+        state = read_state_dict(path)
+        container = _pth_container(path)
+    config = config_from_state_dict(state, source=str(path))
+    model = XMem(config)
+    load_state_dict_strict(model, state, source=str(path))
+    components = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in COMPONENTS}
     stat = path.stat()
     modified = datetime.datetime.fromtimestamp(stat.st_mtime, tz=datetime.timezone.utc)
     return CheckpointInfo(
