@@ -31,7 +31,7 @@ import torch
 from xmem.configio import build
 from xmem.data.sources import PHOTOGRAPHS, Split
 from xmem.data.synthetic import VALIDATION_FIRST_SEED
-from xmem.model.checkpoint import load_model, read_safetensors, save_weights
+from xmem.model.checkpoint import load_model, read_safetensors_info, save_weights
 from xmem.train.config import TrainConfig
 from xmem.train.validation import validate
 from xmem.weights import default_weights_path
@@ -55,7 +55,7 @@ def _parent(config: TrainConfig) -> dict | None:
     path = path.resolve()  # as the trainer opened it: relative to the current directory
     record: dict = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
     if path.suffix == ".safetensors" and path.is_file():
-        _, _, info = read_safetensors(path)
+        _, info = read_safetensors_info(path)
         record.update(_record(info))
         record["config"] = info.get("training")
     if (path.parent / "log.jsonl").is_file():
@@ -82,7 +82,7 @@ def add_scores(target: Path) -> int:
         print(f"error: {target}: no shipped weights to add scores to", file=sys.stderr)
         return 2
     model = load_model(target)
-    _, _, info = read_safetensors(target)
+    _, info = read_safetensors_info(target)  # the metadata alone: load_model read the tensors
     for name, path in SCORES.items():
         if path.is_file():
             info[name] = json.loads(path.read_text())
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     history = _validation_history(log)
     trained = max((r["iteration"] for r in log if r.get("stage") == stage), default=0)
     best_path = args.run_dir / f"{stage}-best.safetensors"
-    best = _record(read_safetensors(best_path)[2]) if best_path.is_file() else None
+    best = _record(read_safetensors_info(best_path)[1]) if best_path.is_file() else None
     if args.final:  # the final weights carry no record of their own: the run's last iteration and score
         last = [r["heldout_jf"] for r in history if r["iteration"] == trained]
         shipped = {"stage": stage, "iteration": trained, "heldout_jf": last[0] if last else None}

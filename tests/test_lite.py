@@ -22,6 +22,7 @@ from xmem.model.checkpoint import (
     config_from_state_dict,
     export_released_format,
     load_model,
+    read_safetensors_info,
     save_weights,
 )
 from xmem.model.efficientnet import (
@@ -401,6 +402,7 @@ def test_memory_interval_recorded_with_the_weights(tmp_path, image: torch.Tensor
     save_weights(net, tmp_path / "plain.safetensors")
     tuned, plain = load_model(tmp_path / "tuned.safetensors"), load_model(tmp_path / "plain.safetensors")
     assert tuned.inference_mem_every == 2 and plain.inference_mem_every is None
+    assert read_safetensors_info(tmp_path / "tuned.safetensors") == (SMALL, {"inference_mem_every": 2})
     frame = (image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     mask = np.zeros(frame.shape[:2], np.uint8)
     mask[10:40, 20:60] = 1

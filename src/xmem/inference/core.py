@@ -41,6 +41,19 @@ def prepare_network(network: XMem, device: torch.device, precision: Precision) -
     return network
 
 
+def with_recorded_settings(config: InferenceConfig, network: XMem) -> InferenceConfig:
+    """``config`` with its unset settings (``None``) filled: the processing size and the memory frame
+    interval that the network's weights record (:attr:`XMem.inference_size`, :attr:`XMem.inference_mem_every`),
+    else the paper's (480, 5)."""
+    size = config.size if config.size is not None else network.inference_size or DEFAULT_SIZE
+    mem_every = config.memory.mem_every
+    if mem_every is None:
+        mem_every = network.inference_mem_every or DEFAULT_MEM_EVERY
+    return dataclasses.replace(
+        config, size=size, memory=dataclasses.replace(config.memory, mem_every=mem_every)
+    )
+
+
 class InferenceCore:
     """Segments one video frame by frame with XMem's three memory stores.
 
@@ -58,14 +71,7 @@ class InferenceCore:
 
     def __init__(self, network: XMem, config: InferenceConfig | None = None) -> None:
         config = config or InferenceConfig()
-        if config.size is None:  # the size the weights were made for, else the paper's
-            config = dataclasses.replace(config, size=network.inference_size or DEFAULT_SIZE)
-        if config.memory.mem_every is None:  # likewise the memory frame interval
-            mem_every = network.inference_mem_every or DEFAULT_MEM_EVERY
-            config = dataclasses.replace(
-                config, memory=dataclasses.replace(config.memory, mem_every=mem_every)
-            )
-        self.config = config
+        self.config = with_recorded_settings(config, network)
         self.device = resolve_device(self.config.device)
         self.network = prepare_network(network, self.device, self.config.precision)
         self.dtype = self.config.precision.dtype

@@ -135,6 +135,20 @@ def load_state_dict_strict(
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
     """Weights, model config and provenance (``info``) of an xmem ``.safetensors`` file."""
+    state, config, info = _read_safetensors(path, tensors=True)
+    assert state is not None
+    return state, config, info
+
+
+def read_safetensors_info(path: str | Path) -> tuple[ModelConfig, dict]:
+    """Model config and provenance (``info``) of an xmem ``.safetensors`` file, without reading its tensors."""
+    _, config, info = _read_safetensors(path, tensors=False)
+    return config, info
+
+
+def _read_safetensors(
+    path: str | Path, *, tensors: bool
+) -> tuple[dict[str, torch.Tensor] | None, ModelConfig, dict]:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -143,7 +157,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCo
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+            state = {name: f.get_tensor(name) for name in f.keys()} if tensors else None  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({exc})") from None
     if SAFETENSORS_CONFIG_KEY not in metadata:
