@@ -15,9 +15,10 @@ import torch
 from trainconfigs import SMALL, tiny_config
 from xmem.config import InferenceConfig
 from xmem.inference.core import InferenceCore
+from xmem.memory.similarity import similarity
 from xmem.model.checkpoint import load_model
 from xmem.model.network import XMem
-from xmem.train.config import TrainPrecision
+from xmem.train.config import InitConfig, TrainPrecision
 from xmem.train.data import build_stage_dataset
 from xmem.train.forward import clip_forward, read_memory_dense, reference_frames
 from xmem.train.trainer import CALIBRATION_ITEMS, Trainer, TrainingError
@@ -271,3 +272,28 @@ def test_export_between_safetensors_and_the_released_layout(tmp_path: Path) -> N
     assert back.config == SMALL
     assert all(torch.equal(back.state_dict()[k], v) for k, v in net.state_dict().items())
     assert main(["export", str(tmp_path / "w.pth"), str(tmp_path / "w.onnx")]) == 2
+
+
+def test_similarity_scale_softens_the_starting_weights_exactly(tmp_path: Path) -> None:
+    """init.similarity_scale multiplies every similarity of the loaded weights (a softmax temperature):
+    shrinkage and selection stay; the network starts from the scaled weights."""
+    start = Trainer(tiny_config(2), tmp_path / "first", show_progress=False).run()
+    base = Trainer(tiny_config(1, init=InitConfig(weights=start)), tmp_path / "a", show_progress=False)
+    soft = Trainer(
+        tiny_config(1, init=InitConfig(weights=start, similarity_scale=0.01)),
+        tmp_path / "b",
+        show_progress=False,
+    )
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        k0, s0, e0, _ = base.network.encode_key(image)
+        k1, s1, e1, _ = soft.network.encode_key(image)
+    assert torch.allclose(s1, s0) and torch.allclose(e1, e0)
+    assert torch.allclose(k1, 0.1 * k0, rtol=1e-4, atol=1e-6)
+    mem_k, mem_s = k0.flatten(2)[0], s0.flatten(2)[0, 0]
+    sim0 = similarity(mem_k, mem_s, k0.flatten(2)[0], e0.flatten(2)[0])
+    sim1 = similarity(k1.flatten(2)[0], s1.flatten(2)[0, 0], k1.flatten(2)[0], e1.flatten(2)[0])
+    assert torch.allclose(sim1, 0.01 * sim0, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="similarity_scale"):
+        InitConfig(similarity_scale=0.0)

@@ -7,6 +7,8 @@ The parameter names follow the released checkpoint (REFERENCE.md §1).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -255,6 +257,20 @@ class KeyProjection(nn.Module):
         shrinkage = self.d_proj(f16) ** 2 + 1 if need_shrinkage else None
         selection = torch.sigmoid(self.e_proj(f16)) if need_selection else None
         return self.key_proj(f16), shrinkage, selection
+
+    @torch.no_grad()
+    def scale_similarity(self, factor: float) -> None:
+        """Multiply every similarity these keys give by ``factor`` > 0 (a softmax temperature of 1/factor).
+
+        The keys scale by √factor, so the squared distances between them scale by ``factor``; shrinkage
+        and selection do not change. Used to start training again from weights whose affinities have
+        saturated (a top-1 weight of 1 leaves no gradient to the keys).
+        """
+        if not factor > 0:
+            raise ValueError(f"similarity scale must be positive, got {factor}")
+        root = math.sqrt(factor)
+        self.key_proj.weight.mul_(root)
+        self.key_proj.bias.mul_(root)
 
 
 def aggregate(prob: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:

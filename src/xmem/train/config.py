@@ -159,6 +159,13 @@ class InitConfig:
     key_backbone: Path | None = None  # torchvision resnet50 state_dict (lite: efficientnet-lite0 .pth)
     value_backbone: Path | None = None  # torchvision resnet18 state_dict
     weights: Path | None = None
+    # Multiplies every key-to-memory similarity of the starting weights (KeyProjection.scale_similarity):
+    # below 1 softens affinities that have saturated, so that the keys get gradients again.
+    similarity_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.similarity_scale > 0:
+            raise ValueError(f"init.similarity_scale must be positive, got {self.similarity_scale}")
 
 
 @dataclass(frozen=True)

@@ -164,13 +164,15 @@ class Trainer:
         init = self.config.init
         if self.config.model.architecture is Architecture.LITE:
             self._initialise_lite()
-            return
-        if init.key_backbone is not None:
-            load_imagenet_into_trunk(self.network.key_encoder, init.key_backbone)
-        if init.value_backbone is not None:
-            load_imagenet_into_value_encoder(self.network.value_encoder, init.value_backbone)
-        if init.weights is not None:
-            load_weights_into(self.network, init.weights)
+        else:
+            if init.key_backbone is not None:
+                load_imagenet_into_trunk(self.network.key_encoder, init.key_backbone)
+            if init.value_backbone is not None:
+                load_imagenet_into_value_encoder(self.network.value_encoder, init.value_backbone)
+            if init.weights is not None:
+                load_weights_into(self.network, init.weights)
+        if init.similarity_scale != 1.0:
+            self.network.key_proj.scale_similarity(init.similarity_scale)
 
     def _initialise_lite(self) -> None:
         """The lite network: the EfficientNet-Lite0 ImageNet weights in the key encoder (``init.key_backbone``,
