@@ -56,7 +56,8 @@ def _parent(config: TrainConfig) -> dict | None:
     record: dict = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
     if path.suffix == ".safetensors" and path.is_file():
         _, info = read_safetensors_info(path)
-        record.update(_record(info))
+        # weights shipped by this script name themselves in their card (training.shipped_weights)
+        record.update(_record(info.get("training", {}).get("shipped_weights") or info))
         record["config"] = info.get("training")
     if (path.parent / "log.jsonl").is_file():
         record["validation_history"] = _validation_history(_read_log(path.parent))
