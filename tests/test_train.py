@@ -291,9 +291,11 @@ def test_similarity_scale_softens_the_starting_weights_exactly(tmp_path: Path) -
         k1, s1, e1, _ = soft.network.encode_key(image)
     assert torch.allclose(s1, s0) and torch.allclose(e1, e0)
     assert torch.allclose(k1, 0.1 * k0, rtol=1e-4, atol=1e-6)
-    mem_k, mem_s = k0.flatten(2)[0], s0.flatten(2)[0, 0]
-    sim0 = similarity(mem_k, mem_s, k0.flatten(2)[0], e0.flatten(2)[0])
-    sim1 = similarity(k1.flatten(2)[0], s1.flatten(2)[0, 0], k1.flatten(2)[0], e1.flatten(2)[0])
+
+    def self_similarity(k: torch.Tensor, s: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return similarity(k.flatten(2)[0], s.flatten(2)[0, 0], k.flatten(2)[0], e.flatten(2)[0])
+
+    sim0, sim1 = self_similarity(k0, s0, e0), self_similarity(k1, s1, e1)
     assert torch.allclose(sim1, 0.01 * sim0, rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="similarity_scale"):
         InitConfig(similarity_scale=0.0)
