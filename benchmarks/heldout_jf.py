@@ -117,6 +117,12 @@ def main() -> None:
         default=None,
         help="memory frame interval (default: the weights' recorded one, else 5)",
     )
+    parser.add_argument(
+        "--max-working-frames",
+        type=int,
+        default=None,
+        help="working memory size in frames (default: the memory engine's default)",
+    )
     parser.add_argument("--precision", choices=[p.value for p in Precision], default="fp32")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
@@ -134,7 +140,12 @@ def main() -> None:
             size=args.size,
             precision=Precision(args.precision),
             device=args.device,
-            memory=MemoryConfig(mem_every=args.mem_every),
+            memory=MemoryConfig(
+                mem_every=args.mem_every,
+                **(
+                    {} if args.max_working_frames is None else {"max_working_frames": args.max_working_frames}
+                ),
+            ),
         )
         name = args.name or ("xmem-lite-default" if args.default_model else args.weights.stem)
         methods.append(SegmenterPropagator(load_model(args.weights), config, name=name))
@@ -215,6 +226,7 @@ def main() -> None:
             "pingpong",
             "size",
             "mem_every",
+            "max_working_frames",
             "precision",
             "threads",
         )
