@@ -120,8 +120,8 @@ def main() -> None:
     parser.add_argument(
         "--max-working-frames",
         type=int,
-        default=None,
-        help="working memory size in frames (default: the memory engine's default)",
+        default=MemoryConfig().max_working_frames,
+        help="working memory size in frames (the paper's T_max)",
     )
     parser.add_argument("--precision", choices=[p.value for p in Precision], default="fp32")
     parser.add_argument("--device", default="auto")
@@ -135,17 +135,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     methods: list[MaskPropagator] = []
+    try:
+        memory = MemoryConfig(mem_every=args.mem_every, max_working_frames=args.max_working_frames)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.weights is not None or args.default_model:
         config = InferenceConfig(
             size=args.size,
             precision=Precision(args.precision),
             device=args.device,
-            memory=MemoryConfig(
-                mem_every=args.mem_every,
-                **(
-                    {} if args.max_working_frames is None else {"max_working_frames": args.max_working_frames}
-                ),
-            ),
+            memory=memory,
         )
         name = args.name or ("xmem-lite-default" if args.default_model else args.weights.stem)
         methods.append(SegmenterPropagator(load_model(args.weights), config, name=name))
