@@ -6,7 +6,8 @@ clips played back and forth (the paper's long-video construction).
     python benchmarks/heldout_jf.py --default-model                   # the embedded default model
 
 Videos: ``held_out_videos`` (seeds 0..N−1 of the HELD-OUT split: photographs never used in training;
-docs/DATA.md), N clips of 100 frames at 240×427 with 1-3 objects, each scored by the DAVIS protocol as it
+docs/DATA.md; N = 30 by default, 10 until 2026-12-03, too few: one clip's J&F moves by 10 points between
+settings), N clips of 100 frames at 240×427 with 1-3 objects, each scored by the DAVIS protocol as it
 is (1×) and played 5 times alternately forward and backward (5×, 500 frames; ``xmem.eval.bench.
 pingpong_order``). Methods: the model of ``--weights`` (processed at the video's size unless ``--size``),
 the first mask copied to every frame, and the previous mask warped along dense optical flow (OpenCV
@@ -15,7 +16,8 @@ frames/s is the methods' own time.
 
 Results (``--out``, default benchmarks/results): heldout_jf.csv (per method, variant and video, then an
 ``overall`` row per method and variant; J&F, J, F, J decay in percent), heldout_jf.json (setup and
-overall figures) and heldout_jf.png (J&F per played frame of the K× clips, averaged over all objects).
+overall figures, and the K× − 1× drop with its 95% interval by a paired bootstrap over videos) and
+heldout_jf.png (J&F per played frame of the K× clips, averaged over all objects).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xmem.config import InferenceConfig, MemoryConfig, Precision
 from xmem.data import CompositeConfig, held_out_videos
 from xmem.eval.baselines import (
     CopyFirstMask,
@@ -45,7 +46,9 @@ from xmem.eval.baselines import (
 from xmem.eval.bench import pingpong_order
 from xmem.eval.plots import rolling_mean
 from xmem.eval.protocol import VideoResult, summarize
+from xmem.inference.options import add_engine_arguments, engine_config
 from xmem.io.atomic import atomic_write
+from xmem.io.errors import InputError
 from xmem.model.checkpoint import load_model
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +65,21 @@ def per_frame_jf(results: Sequence[VideoResult], frames: int) -> np.ndarray:
             count[start:stop] += 1
     with np.errstate(invalid="ignore"):
         return total / count
+
+
+def drop_interval(
+    short: Sequence[VideoResult], long: Sequence[VideoResult], resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """95% interval of (J&F of ``long`` − J&F of ``short``) in points, by a paired bootstrap over videos
+    (each video resampled with all its objects, as the overall J&F is a mean over objects)."""
+    n = np.array([v.summary.objects for v in short], float)
+    a = np.array([v.summary.jf * v.summary.objects for v in short])
+    b = np.array([v.summary.jf * v.summary.objects for v in long])
+    pick = np.random.default_rng(seed).integers(0, len(n), size=(resamples, len(n)))
+    weights = n[pick].sum(1)
+    diffs = 100 * (b[pick].sum(1) - a[pick].sum(1)) / weights
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def plot(
@@ -98,7 +116,7 @@ def main() -> None:
     )
     parser.add_argument("--name", help="the model's name in the results (default: the weights' file stem)")
     parser.add_argument("--no-baselines", action="store_true", help="score only the model")
-    parser.add_argument("--videos", type=int, default=10)
+    parser.add_argument("--videos", type=int, default=30)
     parser.add_argument(
         "--first-seed",
         type=int,
@@ -110,21 +128,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=427)
     parser.add_argument("--pingpong", type=int, default=5)
-    parser.add_argument("--size", type=int, default=-1, help="model processing size (-1: the video's)")
-    parser.add_argument(
-        "--mem-every",
-        type=int,
-        default=None,
-        help="memory frame interval (default: the weights' recorded one, else 5)",
-    )
-    parser.add_argument(
-        "--max-working-frames",
-        type=int,
-        default=MemoryConfig().max_working_frames,
-        help="working memory size in frames (the paper's T_max)",
-    )
-    parser.add_argument("--precision", choices=[p.value for p in Precision], default="fp32")
-    parser.add_argument("--device", default="auto")
+    add_engine_arguments(parser)
+    # The clips are already at the benchmark's size: process them as they are unless --size says otherwise.
+    parser.set_defaults(size=-1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
@@ -136,16 +142,10 @@ def main() -> None:
 
     methods: list[MaskPropagator] = []
     try:
-        memory = MemoryConfig(mem_every=args.mem_every, max_working_frames=args.max_working_frames)
-    except ValueError as exc:
+        config = engine_config(args)
+    except InputError as exc:
         parser.error(str(exc))
     if args.weights is not None or args.default_model:
-        config = InferenceConfig(
-            size=args.size,
-            precision=Precision(args.precision),
-            device=args.device,
-            memory=memory,
-        )
         name = args.name or ("xmem-lite-default" if args.default_model else args.weights.stem)
         methods.append(SegmenterPropagator(load_model(args.weights), config, name=name))
     if not args.no_baselines:
@@ -207,6 +207,15 @@ def main() -> None:
             {"method": method_name, "variant": variant, "video": "overall", "frames": int(count), **figures}
         )
 
+    long_variant = f"{args.pingpong}x"
+    for m in methods:
+        by_variant = overall[m.name]
+        lo, hi = drop_interval(results[(m.name, "1x")], results[(m.name, long_variant)])
+        by_variant["drop"] = {
+            "jf": by_variant[long_variant]["jf"] - by_variant["1x"]["jf"],
+            "ci95": [lo, hi],
+        }
+
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out / "heldout_jf.csv", "w") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
@@ -225,7 +234,11 @@ def main() -> None:
             "pingpong",
             "size",
             "mem_every",
+            "top_k",
+            "min_working_frames",
             "max_working_frames",
+            "num_prototypes",
+            "max_long_term_elements",
             "precision",
             "threads",
         )
@@ -234,7 +247,6 @@ def main() -> None:
     setup["protocol"] = "davis"
     with atomic_write(args.out / "heldout_jf.json", "w") as f:
         json.dump({"setup": setup, "overall": overall}, f, indent=2)
-    long_variant = f"{args.pingpong}x"
     curves = {
         m.name: per_frame_jf(results[(m.name, long_variant)], len(variants[long_variant])) for m in methods
     }
@@ -242,11 +254,16 @@ def main() -> None:
 
     print(f"\n{'method':<24} {'variant':>7} {'J&F':>6} {'J':>6} {'F':>6} {'J decay':>8} {'frames/s':>9}")
     for method_name, by_variant in overall.items():
-        for variant, o in by_variant.items():
+        for variant in ("1x", long_variant):
+            o = by_variant[variant]
             print(
                 f"{method_name:<24} {variant:>7} {o['jf']:6.1f} {o['j']:6.1f} {o['f']:6.1f} {o['j_decay']:8.1f} "
                 f"{o['fps']:9.1f}"
             )
+        d = by_variant["drop"]
+        print(
+            f"{method_name:<24} {'drop':>7} {d['jf']:+6.1f}  (95% over videos: {d['ci95'][0]:+.1f} to {d['ci95'][1]:+.1f})"
+        )
     print(f"results in {args.out / 'heldout_jf.csv'}", file=sys.stderr)
 
 
