@@ -109,6 +109,49 @@ def test_round_trip_through_plain_data(tmp_path: Path) -> None:
     assert build(TrainConfig, data) == cfg
 
 
+def test_base_file_is_read_first_and_merged_table_by_table(tmp_path: Path) -> None:
+    write(tmp_path)  # run.toml: the base
+    child = tmp_path / "sub" / "child.toml"
+    child.parent.mkdir()
+    child.write_text(
+        'base = "../run.toml"\nseed = 9\n[model]\nvalue_dim = 48\n'
+        '[[stages]]\nname = "only"\niterations = 5\nbatch_size = 1\n'
+        "[stages.data.synthetic.config]\nnum_frames = 3\n"
+    )
+    grandchild = tmp_path / "grandchild.toml"
+    grandchild.write_text(
+        'base = "sub/child.toml"\noverrides = ["stages.0.iterations=7", "seed=11"]\nprecision = "bf16"\n'
+    )
+    cfg = load_config(TrainConfig, grandchild, ["model.hidden_dim=4"])
+    assert cfg.seed == 11 and cfg.precision is TrainPrecision.BF16  # each file's own values win
+    assert cfg.stages[0].iterations == 7 and cfg.stages[0].batch_size == 1  # one field of a base's stage
+    assert (cfg.model.key_dim, cfg.model.value_dim, cfg.model.hidden_dim) == (16, 48, 4)  # tables merge
+    # arrays of tables are replaced whole: the base's two stages are gone, not merged into
+    assert [s.name for s in cfg.stages] == ["only"]
+    assert cfg.stages[0].data.synthetic.config.video.objects == (1, 3)  # the type's default, not the base's
+
+
+def test_bad_base_files_are_named(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text('base = "b.toml"\n')
+    b.write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match="each other's base"):
+        load_config(TrainConfig, a)
+    a.write_text('base = "missing.toml"\n')
+    with pytest.raises(ConfigError, match=r"missing\.toml: config file not found \(base of .*a\.toml\)"):
+        load_config(TrainConfig, a)
+    a.write_text("base = 3\n")
+    with pytest.raises(ConfigError, match="base must be a file name"):
+        load_config(TrainConfig, a)
+    a.write_text('overrides = "seed=1"\n')
+    with pytest.raises(ConfigError, match="overrides must be a list"):
+        load_config(TrainConfig, a)
+    a.write_text('base = "b.toml"\noverrides = ["stages.3.iterations=1"]\n')
+    b.write_text(TOML)
+    with pytest.raises(ConfigError, match=r"a\.toml: override 'stages\.3\.iterations': no item 3"):
+        load_config(TrainConfig, a)
+
+
 def test_apply_overrides_creates_tables() -> None:
     assert apply_overrides({}, ["a.b=1", "a.c=[1, 2]", "d=word"]) == {"a": {"b": 1, "c": [1, 2]}, "d": "word"}
 

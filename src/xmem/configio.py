@@ -3,6 +3,12 @@
 ``load_config(Cls, path, ["optim.lr=1e-4", "stages.0.iterations=500"])`` reads the file, applies the
 overrides (values in TOML syntax; bare words are strings) and builds ``Cls``, checking every field's type.
 Unknown keys and wrong types are errors that name the key.
+
+A file may start from another: ``base = "other.toml"`` (relative to the file) reads that file first (which
+may have a base of its own), then this file's tables are merged into it key by key; any other value
+(numbers, strings, arrays, arrays of tables such as ``[[stages]]``) replaces the base's whole. A file's
+``overrides = ["stages.0.name=run2", ...]`` are applied after that merge, as the command line's are: the
+way to change one field of a base's ``[[stages]]`` item without restating the stage.
 """
 
 from __future__ import annotations
@@ -160,15 +166,51 @@ def to_dict(config: Any) -> Any:
     return config
 
 
-def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
-    """Read a TOML file into ``cls`` with ``key=value`` overrides; :class:`ConfigError` names bad keys."""
+def merge_tables(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict:
+    """``top`` over ``base``: tables (dicts) merge recursively; every other value replaces the base's."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_tables(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A TOML file's data with its ``base = "file.toml"`` chain resolved (:func:`merge_tables`)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        where = f" (base of {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"{path}: config file not found{where}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
+    base = data.pop("base", None)
+    overrides = data.pop("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f'{path}: overrides must be a list of "key=value" strings, got {overrides!r}')
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base must be a file name (a string), got {base!r}")
+        base_path = path.parent / base
+        chain = (*_chain, path.resolve())
+        if base_path.resolve() in chain:
+            cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+            raise ConfigError(f"{path}: config files are each other's base ({cycle})")
+        data = merge_tables(read_toml(base_path, chain), data)
+    try:
+        return apply_overrides(data, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
+    """Read a TOML file (and its ``base`` chain) into ``cls`` with ``key=value`` overrides;
+    :class:`ConfigError` names bad keys."""
+    path = Path(path)
+    data = read_toml(path)
     try:
         return build(cls, apply_overrides(data, overrides))
     except ConfigError as exc:
