@@ -77,6 +77,14 @@ def _validation_history(log: list[dict]) -> list[dict]:
     return [{"iteration": r["iteration"], "heldout_jf": r["heldout_jf"]} for r in log if "heldout_jf" in r]
 
 
+def benchmark_videos(setup: dict | None) -> str:
+    """The card's line on the benchmark's videos (their seeds, from heldout_jf.json's setup once run)."""
+    seeds = (
+        "from 0" if setup is None else f"{setup['first_seed']}-{setup['first_seed'] + setup['videos'] - 1}"
+    )
+    return f"held-out seeds {seeds} (benchmarks/heldout_jf.py), never used for validation"
+
+
 def add_scores(target: Path) -> int:
     """The committed benchmark results of the shipped weights into their card (and metadata)."""
     if not target.is_file():
@@ -88,6 +96,8 @@ def add_scores(target: Path) -> int:
         if path.is_file():
             info[name] = json.loads(path.read_text())
             print(f"{name}: {path.relative_to(ROOT)}")
+    if "heldout_jf" in info and "data" in info:
+        info["data"]["benchmark_videos"] = benchmark_videos(info["heldout_jf"]["setup"])
     save_weights(model, target, info, dtype=torch.float16 if info.get("stored_as") == "fp16" else None)
     return 0
 
@@ -194,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_photographs": sorted(p.name for p in PHOTOGRAPHS if p.split is Split.TRAIN),
             "held_out_photographs": sorted(p.name for p in PHOTOGRAPHS if p.split is Split.HELD_OUT),
             "validation_videos": f"held-out seeds {VALIDATION_FIRST_SEED}.. (validation.first_seed)",
-            "benchmark_videos": "held-out seeds 0-9 (benchmarks/heldout_jf.py), never used for validation",
+            "benchmark_videos": benchmark_videos(None),
         },
         **quality,
     }
