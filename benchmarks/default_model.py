@@ -13,7 +13,9 @@ stores them as fp16 in ``src/xmem/weights/xmem-lite-default.safetensors`` and wr
 them (``.json``): the training config, the command, the validation history, the data split and seeds, the
 J&F of the fp32 and fp16 weights on the validation videos (fp16 is shipped only when it holds the quality)
 and the run it was initialised from (``init.weights``, resolved like the trainer does: against the current
-directory, so run this from where ``xmem train`` ran). ``--scores`` (no run) adds the committed results of
+directory, so run this from where ``xmem train`` ran). ``--shrinkage-offset C`` (no run) changes the shipped
+weights' similarity to -(d² + C)·distance (``KeyProjection.offset_shrinkage``) and re-validates them.
+``--scores`` (no run) adds the committed results of
 ``heldout_jf.py``, ``xmem bench`` and ``demo_quality.py`` to the card of the weights already shipped: the
 tensors are written back unchanged, whatever the runs directory now holds.
 """
@@ -102,6 +104,44 @@ def add_scores(target: Path) -> int:
     return 0
 
 
+def offset_shipped(target: Path, offset: float) -> int:
+    """Give the shipped weights a shrinkage offset (``KeyProjection.offset_shrinkage``: every similarity
+    becomes -(d² + offset)·distance), re-validate them as their run did (fp32 and fp16) and record the offset
+    in the card. The benchmark scores of the card are dropped: they were the weights' before the change
+    (rerun the benchmarks, then ``--scores``)."""
+    if not target.is_file():
+        print(f"error: {target}: no shipped weights to change", file=sys.stderr)
+        return 2
+    model = load_model(target)
+    _, info = read_safetensors_info(target)
+    try:
+        model.key_proj.offset_shrinkage(offset)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    total = info.get("shrinkage_offset", 1.0) * offset  # two offsets compose by their product
+    info["shrinkage_offset"] = total
+    for name in SCORES:
+        info.pop(name, None)
+    config = build(TrainConfig, info["training"]["config"])
+    if config.validation is not None:
+        before = info.get("validation_jf_fp32")
+        info["validation_jf_fp32"] = validate(model, config.validation)
+        fp16 = copy.deepcopy(model)
+        with torch.no_grad():
+            for t in fp16.state_dict().values():
+                if t.is_floating_point():
+                    t.copy_(t.half())
+        info["validation_jf_fp16"] = validate(fp16, config.validation)
+        print(f"validation J&F (the run's validation videos): fp32 {100 * info['validation_jf_fp32']:.2f} "
+              f"(before: {100 * before:.2f}), fp16 {100 * info['validation_jf_fp16']:.2f}")  # fmt: skip
+        fp16_holds = info["validation_jf_fp32"] - info["validation_jf_fp16"] <= MAX_FP16_LOSS
+        info["stored_as"] = "fp16" if fp16_holds else "fp32"
+    save_weights(model, target, info, dtype=torch.float16 if info.get("stored_as") == "fp16" else None)
+    print(f"{target}: shrinkage offset {total:g} ({info['stored_as']})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -132,8 +172,19 @@ def main(argv: list[str] | None = None) -> int:
         help="memory frame interval recorded with the weights (tune it on the validation seeds: "
         "heldout_jf.py --first-seed 1000000); default: none recorded, the engine's 5",
     )
+    parser.add_argument(
+        "--shrinkage-offset",
+        type=float,
+        default=None,
+        help="give the shipped weights this shrinkage offset (no run; KeyProjection.offset_shrinkage; choose "
+        "it on the validation seeds: inference_sweep.py)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.shrinkage_offset is not None:
+        if args.run_dir is not None or args.scores:
+            parser.error("--shrinkage-offset changes the shipped weights; give no run and no --scores")
+        return offset_shipped(default_weights_path(), args.shrinkage_offset)
     if args.scores:
         if args.run_dir is not None:
             parser.error("--scores updates the shipped card; give no run")

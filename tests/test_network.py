@@ -196,6 +196,32 @@ def test_encode_key_optional_outputs(model: XMem, image: torch.Tensor, encoded) 
     assert selection is None and torch.equal(shrinkage, encoded[1])
 
 
+def test_offset_shrinkage_gives_the_offset_similarity() -> None:
+    """After offset_shrinkage(c) every similarity is -(d² + c)·distance in the original weights' terms:
+    elements whose shrinkage was near 1 get at least c, large shrinkages keep nearly their similarities."""
+    from xmem.memory.similarity import similarity
+    from xmem.model.modules import KeyProjection
+
+    torch.manual_seed(0)
+    proj = KeyProjection(24, 8)
+    f16 = torch.randn(1, 24, 6, 7)
+    with torch.no_grad():
+        k0, s0, e0 = proj(f16, need_shrinkage=True, need_selection=True)
+        proj.offset_shrinkage(30.0)
+        k1, s1, e1 = proj(f16, need_shrinkage=True, need_selection=True)
+    assert torch.allclose(e1, e0)
+    assert torch.allclose(s1, (s0 - 1) / 30 + 1, rtol=1e-5)
+    assert s0.min() < 2  # some element is near d = 0 ...
+    flat = [t.flatten(2)[0] for t in (k0, s0, e0, k1, s1)]
+    sim0 = similarity(flat[0], flat[1][0], flat[0], flat[2])
+    sim1 = similarity(flat[3], flat[4][0], flat[3], flat[2])
+    expected = sim0 * ((flat[1][0] - 1 + 30) / flat[1][0])  # -(d² + 30)·dist = S0 · (d² + 30) / (d² + 1)
+    assert torch.allclose(sim1, expected, rtol=1e-4, atol=1e-4)
+    assert (sim1[:, flat[1][0].argmin()] < 10 * sim0[:, flat[1][0].argmin()]).any()  # ... and is sharpened
+    with pytest.raises(ValueError, match="at least 1"):
+        proj.offset_shrinkage(0.5)
+
+
 # --------------------------------------------------------------------------------------------------
 # 2. Split fusion
 

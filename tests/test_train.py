@@ -299,3 +299,18 @@ def test_similarity_scale_softens_the_starting_weights_exactly(tmp_path: Path) -
     assert torch.allclose(sim1, 0.01 * sim0, rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="similarity_scale"):
         InitConfig(similarity_scale=0.0)
+
+    # init.shrinkage_offset: every similarity becomes -(d² + offset)·distance of the loaded weights
+    offset = Trainer(
+        tiny_config(1, init=InitConfig(weights=start, shrinkage_offset=20.0)),
+        tmp_path / "c",
+        show_progress=False,
+    )
+    with torch.no_grad():
+        k2, s2, e2, _ = offset.network.encode_key(image)
+    assert torch.allclose(e2, e0) and torch.allclose(s2, (s0 - 1) / 20 + 1, rtol=1e-4)
+    sim2 = self_similarity(k2, s2, e2)
+    factor = (s0.flatten() - 1 + 20) / s0.flatten()
+    assert torch.allclose(sim2, sim0 * factor, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="shrinkage_offset"):
+        InitConfig(shrinkage_offset=0.5)

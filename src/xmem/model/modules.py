@@ -272,6 +272,23 @@ class KeyProjection(nn.Module):
         self.key_proj.weight.mul_(root)
         self.key_proj.bias.mul_(root)
 
+    @torch.no_grad()
+    def offset_shrinkage(self, offset: float) -> None:
+        """Make every similarity these weights give ``-(d² + offset) · distance`` instead of the paper's
+        ``-(d² + 1) · distance``, within the paper's architecture: ``d`` is divided by √offset and the keys
+        multiplied by it, so the shrinkage becomes ``d²/offset + 1`` and the squared distances grow by
+        ``offset``. Elements with a large shrinkage keep nearly their similarities; the few where ``d``
+        crosses zero (shrinkage near 1, whose similarity is near 0 whatever the query: they draw every
+        query's attention) get at least ``offset``. ``offset`` ≥ 1; 1 changes nothing.
+        """
+        if not offset >= 1:
+            raise ValueError(f"shrinkage offset must be at least 1, got {offset}")
+        root = math.sqrt(offset)
+        self.d_proj.weight.div_(root)
+        self.d_proj.bias.div_(root)
+        self.key_proj.weight.mul_(root)
+        self.key_proj.bias.mul_(root)
+
 
 def aggregate(prob: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft aggregation of per-object probabilities (paper, from STM).

@@ -162,10 +162,15 @@ class InitConfig:
     # Multiplies every key-to-memory similarity of the starting weights (KeyProjection.scale_similarity):
     # below 1 softens affinities that have saturated, so that the keys get gradients again.
     similarity_scale: float = 1.0
+    # Makes every similarity of the starting weights -(d² + offset)·distance instead of -(d² + 1)·distance
+    # (KeyProjection.offset_shrinkage): memory elements with a shrinkage near 1 no longer draw all reads.
+    shrinkage_offset: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.similarity_scale > 0:
             raise ValueError(f"init.similarity_scale must be positive, got {self.similarity_scale}")
+        if not self.shrinkage_offset >= 1:
+            raise ValueError(f"init.shrinkage_offset must be at least 1, got {self.shrinkage_offset}")
 
 
 @dataclass(frozen=True)

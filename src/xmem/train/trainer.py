@@ -173,6 +173,8 @@ class Trainer:
                 load_weights_into(self.network, init.weights)
         if init.similarity_scale != 1.0:
             self.network.key_proj.scale_similarity(init.similarity_scale)
+        if init.shrinkage_offset != 1.0:
+            self.network.key_proj.offset_shrinkage(init.shrinkage_offset)
 
     def _initialise_lite(self) -> None:
         """The lite network: the EfficientNet-Lite0 ImageNet weights in the key encoder (``init.key_backbone``,
