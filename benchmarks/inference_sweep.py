@@ -2,11 +2,13 @@
 
     python benchmarks/inference_sweep.py --default-model --set mem_every=1,2,5
     python benchmarks/inference_sweep.py --default-model --set size=240,288 --set max_working_frames=10,20
+    python benchmarks/inference_sweep.py --default-model --shrinkage-offsets 1,30,100   # weights, not settings
 
 Videos: ``held_out_videos`` from ``--first-seed`` (default 1,000,000: the seeds the trainer validates on,
 never the benchmark's 0-9), rendered once and scored by the DAVIS protocol for every combination of the
 ``--set`` values (``NAME=V1,V2,...``; NAME is ``size``, ``precision`` or a :class:`MemoryConfig` field),
-played once and, with ``--pingpong K``, K times back and forth. Choose settings here, then measure them
+played once and, with ``--pingpong K``, K times back and forth. ``--shrinkage-offsets`` repeats the sweep
+for the model given each shrinkage offset (``KeyProjection.offset_shrinkage``, a change of the weights). Choose settings here, then measure them
 once on the benchmark (``heldout_jf.py``); tuning on the benchmark's own seeds would overstate it.
 
 Results (``--out``, default benchmarks/results/inference_sweep): sweep.csv (per setting, variant and
@@ -85,6 +87,11 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="a model (XMem.pth or .safetensors)")
     parser.add_argument("--default-model", action="store_true", help="the embedded default model")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2", help="a swept setting")
+    parser.add_argument(
+        "--shrinkage-offsets",
+        default="1",
+        help="comma-separated shrinkage offsets given to the weights, each swept (default: 1, unchanged)",
+    )
     parser.add_argument("--videos", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=1_000_000)
     parser.add_argument("--frames", type=int, default=100)
@@ -99,11 +106,13 @@ def main() -> None:
         parser.error("give exactly one of --weights and --default-model")
     try:
         grid = parse_sets(args.set)
+        offsets = [float(x) for x in args.shrinkage_offsets.split(",")]
+        if not all(x >= 1 for x in offsets):
+            raise ValueError(f"--shrinkage-offsets must be at least 1, got {args.shrinkage_offsets}")
     except (ValueError, KeyError) as err:
         parser.error(str(err))
     torch.set_num_threads(args.threads)
 
-    model = load_model(args.weights)
     base = InferenceConfig(device=args.device)
     settings = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     variants = {"1x": pingpong_order(args.frames, 1)}
@@ -119,8 +128,12 @@ def main() -> None:
 
     rows = []
     overall: dict[str, dict] = {}
-    for setting in settings:
+    for offset, setting in itertools.product(offsets, settings):
+        model = load_model(args.weights)
         name = label(setting)
+        if offset != 1:
+            model.key_proj.offset_shrinkage(offset)
+            name = f"shrinkage_offset={offset:g} {name}" if setting else f"shrinkage_offset={offset:g}"
         propagator = SegmenterPropagator(model, make_config(base, setting), name=name)
         for variant, order in variants.items():
             results: list[VideoResult] = []
@@ -156,6 +169,7 @@ def main() -> None:
         "pingpong": args.pingpong,
         "threads": args.threads,
         "sets": args.set,
+        "shrinkage_offsets": offsets,
     }
     with atomic_write(args.out / "sweep.json", "w") as f:
         json.dump({"setup": setup, "overall": overall}, f, indent=2)
