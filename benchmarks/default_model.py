@@ -26,6 +26,7 @@ import argparse
 import copy
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -34,8 +35,9 @@ from xmem.configio import build
 from xmem.data.sources import PHOTOGRAPHS, Split
 from xmem.data.synthetic import VALIDATION_FIRST_SEED
 from xmem.model.checkpoint import load_model, read_safetensors_info, save_weights
+from xmem.model.network import XMem
 from xmem.train.config import TrainConfig
-from xmem.train.validation import validate
+from xmem.train.validation import ValidationConfig, validate
 from xmem.weights import default_weights_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +106,25 @@ def add_scores(target: Path) -> int:
     return 0
 
 
+def validate_fp32_and_fp16(model: XMem, validation: ValidationConfig) -> dict[str, float]:
+    """Validation J&F of ``model`` and of the same weights as fp16 storage gives them back (rounded, in
+    fp32): the card's ``validation_jf_fp32`` and ``validation_jf_fp16``."""
+    fp16 = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in fp16.state_dict().values():  # parameters and BatchNorm statistics alike
+            if t.is_floating_point():
+                t.copy_(t.half())
+    return {
+        "validation_jf_fp32": validate(model, validation),
+        "validation_jf_fp16": validate(fp16, validation),
+    }
+
+
+def fp16_holds(quality: Mapping[str, float]) -> bool:
+    """Whether fp16 storage keeps the validation J&F (within :data:`MAX_FP16_LOSS`)."""
+    return quality.get("validation_jf_fp32", 0) - quality.get("validation_jf_fp16", 0) <= MAX_FP16_LOSS
+
+
 def offset_shipped(target: Path, offset: float) -> int:
     """Give the shipped weights a shrinkage offset (``KeyProjection.offset_shrinkage``: every similarity
     becomes -(d² + offset)·distance), re-validate them as their run did (fp32 and fp16) and record the offset
@@ -126,17 +147,10 @@ def offset_shipped(target: Path, offset: float) -> int:
     config = build(TrainConfig, info["training"]["config"])
     if config.validation is not None:
         before = info.get("validation_jf_fp32")
-        info["validation_jf_fp32"] = validate(model, config.validation)
-        fp16 = copy.deepcopy(model)
-        with torch.no_grad():
-            for t in fp16.state_dict().values():
-                if t.is_floating_point():
-                    t.copy_(t.half())
-        info["validation_jf_fp16"] = validate(fp16, config.validation)
+        info.update(validate_fp32_and_fp16(model, config.validation))
         print(f"validation J&F (the run's validation videos): fp32 {100 * info['validation_jf_fp32']:.2f} "
               f"(before: {100 * before:.2f}), fp16 {100 * info['validation_jf_fp16']:.2f}")  # fmt: skip
-        fp16_holds = info["validation_jf_fp32"] - info["validation_jf_fp16"] <= MAX_FP16_LOSS
-        info["stored_as"] = "fp16" if fp16_holds else "fp32"
+        info["stored_as"] = "fp16" if fp16_holds(info) else "fp32"
     save_weights(model, target, info, dtype=torch.float16 if info.get("stored_as") == "fp16" else None)
     print(f"{target}: shrinkage offset {total:g} ({info['stored_as']})")
     return 0
@@ -217,18 +231,11 @@ def main(argv: list[str] | None = None) -> int:
 
     target = default_weights_path()
     fp32 = load_model(chosen)
-    quality = {}
-    if config.validation is not None:
-        quality["validation_jf_fp32"] = validate(fp32, config.validation)
-        fp16 = copy.deepcopy(fp32)  # the weights as fp16 storage gives them back: rounded, in fp32
-        with torch.no_grad():
-            for t in fp16.state_dict().values():  # parameters and BatchNorm statistics alike
-                if t.is_floating_point():
-                    t.copy_(t.half())
-        quality["validation_jf_fp16"] = validate(fp16, config.validation)
+    quality = {} if config.validation is None else validate_fp32_and_fp16(fp32, config.validation)
+    if quality:
         print(f"validation J&F: fp32 {100 * quality['validation_jf_fp32']:.2f}, "
               f"fp16 {100 * quality['validation_jf_fp16']:.2f}")  # fmt: skip
-    fp16_holds = quality.get("validation_jf_fp32", 0) - quality.get("validation_jf_fp16", 0) <= MAX_FP16_LOSS
+    stored_fp16 = fp16_holds(quality)
 
     info = {
         "name": "XMem-Lite default",
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             "decoder) trained by this project on synthetic composite videos of the TRAIN-side photographs, on "
             "a 2-core CPU"
         ),
-        "stored_as": "fp16" if fp16_holds else "fp32",
+        "stored_as": "fp16" if stored_fp16 else "fp32",
         "inference_size": inference_size,  # the engine's size when InferenceConfig.size is unset
         **({} if args.mem_every is None else {"inference_mem_every": args.mem_every}),  # likewise mem_every
         "training": {
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         **quality,
     }
-    save_weights(fp32, target, info, dtype=torch.float16 if fp16_holds else None)
+    save_weights(fp32, target, info, dtype=torch.float16 if stored_fp16 else None)
     print(f"{target} ({target.stat().st_size / 1e6:.1f} MB, {info['stored_as']}) and its card "
           f"{target.with_suffix('.json').name}")  # fmt: skip
     return 0

@@ -8,8 +8,8 @@ Videos: ``held_out_videos`` from ``--first-seed`` (default 1,000,000: the seeds 
 never the benchmark's 0-9), rendered once and scored by the DAVIS protocol for every combination of the
 ``--set`` values (``NAME=V1,V2,...``; NAME is ``size``, ``precision`` or a :class:`MemoryConfig` field),
 played once and, with ``--pingpong K``, K times back and forth. ``--shrinkage-offsets`` repeats the sweep
-for the model given each shrinkage offset (``KeyProjection.offset_shrinkage``, a change of the weights). Choose settings here, then measure them
-once on the benchmark (``heldout_jf.py``); tuning on the benchmark's own seeds would overstate it.
+for the model given each shrinkage offset (``KeyProjection.offset_shrinkage``, a change of the weights).
+Choose settings here, then measure them once on the benchmark (``heldout_jf.py``); tuning on the benchmark's own seeds would overstate it.
 
 Results (``--out``, default benchmarks/results/inference_sweep): sweep.csv (per setting, variant and
 video) and sweep.json (setup and the overall figures per setting).
@@ -128,13 +128,15 @@ def main() -> None:
 
     rows = []
     overall: dict[str, dict] = {}
+    models = {}  # one copy of the weights per offset, loaded once
     for offset, setting in itertools.product(offsets, settings):
-        model = load_model(args.weights)
+        if offset not in models:
+            models[offset] = load_model(args.weights)
+            models[offset].key_proj.offset_shrinkage(offset)  # 1: unchanged
         name = label(setting)
         if offset != 1:
-            model.key_proj.offset_shrinkage(offset)
             name = f"shrinkage_offset={offset:g} {name}" if setting else f"shrinkage_offset={offset:g}"
-        propagator = SegmenterPropagator(model, make_config(base, setting), name=name)
+        propagator = SegmenterPropagator(models[offset], make_config(base, setting), name=name)
         for variant, order in variants.items():
             results: list[VideoResult] = []
             start = time.perf_counter()

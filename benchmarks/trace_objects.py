@@ -27,6 +27,7 @@ from PIL import Image
 from xmem.data import CompositeConfig, held_out_videos
 from xmem.eval.baselines import SegmenterPropagator, score_propagation
 from xmem.eval.bench import pingpong_order
+from xmem.eval.metrics import region_similarity
 from xmem.inference.options import add_engine_arguments, engine_config
 from xmem.io.atomic import atomic_write
 from xmem.io.errors import InputError
@@ -92,7 +93,6 @@ def main() -> None:
         gt, pred = masks[t], scored.predictions[i]
         for obj in objects:
             g, p = gt == obj, pred == obj
-            union = int((g | p).sum())
             rows.append(
                 {
                     "played": i,
@@ -100,7 +100,7 @@ def main() -> None:
                     "object": obj,
                     "gt_pixels": int(g.sum()),
                     "pred_pixels": int(p.sum()),
-                    "iou": round(int((g & p).sum()) / union, 4) if union else 1.0,
+                    "iou": round(float(region_similarity(g, p)[0]), 4),
                     "lies_on": where_it_lies(gt, p, obj),
                 }
             )
