@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xmem.data import CompositeConfig, held_out_videos
+from xmem.data import held_out_videos
 from xmem.data.synthetic import VALIDATION_FIRST_SEED
 from xmem.inference.preprocess import image_to_tensor, normalize, pad_to_multiple
 from xmem.io.atomic import atomic_write
@@ -38,6 +39,10 @@ from xmem.model.checkpoint import load_model
 from xmem.model.network import XMem
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import add_clip_arguments, clip_config  # noqa: E402
+
 TOP_K = 30
 
 
@@ -94,16 +99,12 @@ def main() -> None:
     which.add_argument("--default-model", action="store_true", help="the embedded default model")
     parser.add_argument("--scale", type=float, default=1.0, help="similarity scale applied first")
     parser.add_argument("--offset", type=float, default=1.0, help="shrinkage offset applied first")
-    parser.add_argument("--videos", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--width", type=int, default=427)
+    add_clip_arguments(parser, videos=4, first_seed=VALIDATION_FIRST_SEED, frames=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "affinity_saturation.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = CompositeConfig(height=args.height, width=args.width, length=args.frames)
-    videos = held_out_videos(args.videos, config, first_seed=VALIDATION_FIRST_SEED)
+    videos = held_out_videos(args.videos, clip_config(args), first_seed=args.first_seed)
     frames = [[video.frame(t) for t in range(len(video))] for video in videos]
     masks = [[video.mask(t) for t in range(len(video))] for video in videos]
     rows = []
@@ -127,7 +128,7 @@ def main() -> None:
             flush=True,
         )
     setup = {k: getattr(args, k) for k in ("videos", "frames", "height", "width")}
-    setup["first_seed"], setup["top_k"] = VALIDATION_FIRST_SEED, TOP_K
+    setup["first_seed"], setup["top_k"] = args.first_seed, TOP_K
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out, "w") as f:
         json.dump({"setup": setup, "results": rows}, f, indent=2)

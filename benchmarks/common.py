@@ -1,7 +1,9 @@
-"""Shared helpers of the benchmark scripts: a deterministic synthetic video and process measurements."""
+"""Shared helpers of the benchmark scripts: a deterministic synthetic video, the options that choose the
+held-out composite clips, and process measurements."""
 
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 from collections.abc import Iterator
@@ -9,6 +11,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from xmem.data import CompositeConfig
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -83,3 +87,32 @@ def peak_rss_mb() -> float:
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / (1024 * 1024)
+
+
+def add_clip_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    first_seed: int,
+    frames: int,
+    videos: int | None = None,
+    first_seed_help: str | None = None,
+) -> None:
+    """The options that choose held-out composite clips (``held_out_videos``): ``--first-seed``,
+    ``--frames``, ``--height``, ``--width`` (240×427, the benchmark's) and, given ``videos``,
+    ``--videos``. Each script passes its own defaults; :func:`clip_config` reads them back."""
+    if videos is not None:
+        parser.add_argument("--videos", type=int, default=videos, help=f"number of clips (default {videos})")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=first_seed,
+        help=first_seed_help or f"seed of the first clip (default {first_seed})",
+    )
+    parser.add_argument("--frames", type=int, default=frames, help=f"frames per clip (default {frames})")
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=427)
+
+
+def clip_config(args: argparse.Namespace) -> CompositeConfig:
+    """The composite-video config of the clips chosen by :func:`add_clip_arguments`' options."""
+    return CompositeConfig(height=args.height, width=args.width, length=args.frames)

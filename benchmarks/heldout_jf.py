@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xmem.data import CompositeConfig, held_out_videos
+from xmem.data import held_out_videos
 from xmem.eval.baselines import (
     CopyFirstMask,
     DisPreset,
@@ -52,6 +52,9 @@ from xmem.io.errors import InputError
 from xmem.model.checkpoint import load_model
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import add_clip_arguments, clip_config  # noqa: E402
 
 
 def per_frame_jf(results: Sequence[VideoResult], frames: int) -> np.ndarray:
@@ -116,17 +119,14 @@ def main() -> None:
     )
     parser.add_argument("--name", help="the model's name in the results (default: the weights' file stem)")
     parser.add_argument("--no-baselines", action="store_true", help="score only the model")
-    parser.add_argument("--videos", type=int, default=30)
-    parser.add_argument(
-        "--first-seed",
-        type=int,
-        default=0,
-        help="seed of the first held-out video (0: the benchmark's; 1000000: the training validation's, "
-        "for tuning without looking at the benchmark)",
+    add_clip_arguments(
+        parser,
+        videos=30,
+        first_seed=0,
+        frames=100,
+        first_seed_help="seed of the first held-out video (0: the benchmark's; 1000000: the training "
+        "validation's, for tuning without looking at the benchmark)",
     )
-    parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--width", type=int, default=427)
     parser.add_argument("--pingpong", type=int, default=5)
     add_engine_arguments(parser)
     # The clips are already at the benchmark's size: process them as they are unless --size says otherwise.
@@ -158,7 +158,7 @@ def main() -> None:
         "1x": pingpong_order(args.frames, 1),
         f"{args.pingpong}x": pingpong_order(args.frames, args.pingpong),
     }
-    video_config = CompositeConfig(height=args.height, width=args.width, length=args.frames)
+    video_config = clip_config(args)
 
     results: dict[tuple[str, str], list[VideoResult]] = {}
     timing: dict[tuple[str, str], list[tuple[float, int]]] = {}

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from xmem.config import InferenceConfig, MemoryConfig, Precision
-from xmem.data import CompositeConfig, held_out_videos
+from xmem.data import held_out_videos
+from xmem.data.synthetic import VALIDATION_FIRST_SEED
 from xmem.eval.baselines import SegmenterPropagator, score_propagation
 from xmem.eval.bench import pingpong_order
 from xmem.eval.protocol import VideoResult, summarize
@@ -37,6 +38,10 @@ from xmem.io.atomic import atomic_write
 from xmem.model.checkpoint import load_model
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import add_clip_arguments, clip_config  # noqa: E402
+
 MEMORY_FIELDS = {f.name: f.type for f in dataclasses.fields(MemoryConfig)}
 
 
@@ -92,11 +97,7 @@ def main() -> None:
         default="1",
         help="comma-separated shrinkage offsets given to the weights, each swept (default: 1, unchanged)",
     )
-    parser.add_argument("--videos", type=int, default=10)
-    parser.add_argument("--first-seed", type=int, default=1_000_000)
-    parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--width", type=int, default=427)
+    add_clip_arguments(parser, videos=10, first_seed=VALIDATION_FIRST_SEED, frames=100)
     parser.add_argument("--pingpong", type=int, default=1, help="also score K× back and forth (1: only 1×)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
@@ -119,7 +120,7 @@ def main() -> None:
     if args.pingpong > 1:
         variants[f"{args.pingpong}x"] = pingpong_order(args.frames, args.pingpong)
 
-    video_config = CompositeConfig(height=args.height, width=args.width, length=args.frames)
+    video_config = clip_config(args)
     clips = []
     for video in held_out_videos(args.videos, video_config, first_seed=args.first_seed):
         clips.append(

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from xmem.data import CompositeConfig, held_out_videos
+from xmem.data import held_out_videos
 from xmem.eval.baselines import SegmenterPropagator, score_propagation
 from xmem.eval.bench import pingpong_order
 from xmem.eval.metrics import region_similarity
@@ -35,6 +35,9 @@ from xmem.io.overlay import overlay_frame
 from xmem.model.checkpoint import load_model
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import add_clip_arguments, clip_config  # noqa: E402
 
 
 def where_it_lies(gt: np.ndarray, pred_region: np.ndarray, obj: int) -> str:
@@ -54,10 +57,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="a model (XMem.pth or .safetensors)")
     parser.add_argument("--default-model", action="store_true", help="the embedded default model")
     parser.add_argument("--video", type=int, required=True, help="index of the benchmark video (heldout<NN>)")
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--width", type=int, default=427)
+    add_clip_arguments(parser, first_seed=0, frames=100)
     parser.add_argument("--pingpong", type=int, default=1)
     parser.add_argument(
         "--figure-frames", default="0,10,30,60", help="played frames shown in trace.png (comma-separated)"
@@ -79,7 +79,7 @@ def main() -> None:
         parser.error(f"--figure-frames: played frames are 0..{len(order) - 1}")
     torch.set_num_threads(args.threads)
 
-    video_config = CompositeConfig(height=args.height, width=args.width, length=args.frames)
+    video_config = clip_config(args)
     (video,) = held_out_videos(1, video_config, first_seed=args.first_seed + args.video)
     frames = [video.frame(t) for t in range(len(video))]
     masks = [video.mask(t) for t in range(len(video))]
