@@ -46,7 +46,7 @@ from xmem.eval.baselines import (
 from xmem.eval.bench import pingpong_order
 from xmem.eval.plots import rolling_mean
 from xmem.eval.protocol import VideoResult, summarize
-from xmem.inference.options import add_engine_arguments, engine_config
+from xmem.inference.options import add_engine_arguments, engine_config, engine_settings
 from xmem.io.atomic import atomic_write
 from xmem.io.errors import InputError
 from xmem.model.checkpoint import load_model
@@ -223,26 +223,8 @@ def main() -> None:
         writer.writerows(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows
         )
-    setup = {
-        k: getattr(args, k)
-        for k in (
-            "videos",
-            "first_seed",
-            "frames",
-            "height",
-            "width",
-            "pingpong",
-            "size",
-            "mem_every",
-            "top_k",
-            "min_working_frames",
-            "max_working_frames",
-            "num_prototypes",
-            "max_long_term_elements",
-            "precision",
-            "threads",
-        )
-    }
+    setup = {k: getattr(args, k) for k in ("videos", "first_seed", "frames", "height", "width", "pingpong")}
+    setup.update(engine_settings(args), threads=args.threads)
     setup["weights"] = "default" if args.default_model else str(args.weights) if args.weights else None
     setup["protocol"] = "davis"
     with atomic_write(args.out / "heldout_jf.json", "w") as f:

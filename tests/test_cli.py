@@ -129,3 +129,31 @@ def test_corrupt_frame_mid_video(tmp_path, video, weights, capsys):
     check_error(capsys, segment(frames, mask, out, weights), "frame9.png", "not a readable image")
     # frames 0, 4, 8 were written before the corrupt one
     assert sorted(p.name for p in out.glob("*.png")) == ["frame0.png", "frame4.png", "frame8.png"]
+
+
+def test_engine_settings_are_the_parsed_engine_options():
+    import argparse
+
+    from xmem.config import MemoryConfig
+    from xmem.inference.options import add_engine_arguments, engine_config, engine_settings
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--videos", type=int, default=3)
+    add_engine_arguments(parser)
+    args = parser.parse_args(["--top-k", "7", "--mem-every", "3", "--precision", "fp16"])
+    settings = engine_settings(args)
+    assert "videos" not in settings  # only the engine's own options
+    assert settings["top_k"] == 7 and settings["mem_every"] == 3 and settings["precision"] == "fp16"
+    assert settings["size"] is None and settings["device"] == "auto"
+    # every memory setting engine_config reads is recorded, with the value it reads
+    memory = engine_config(args).memory
+    options = {k for k in settings if k in {f for f in MemoryConfig.__dataclass_fields__}}
+    assert options == {
+        "mem_every",
+        "top_k",
+        "min_working_frames",
+        "max_working_frames",
+        "num_prototypes",
+        "max_long_term_elements",
+    }
+    assert all(settings[k] == getattr(memory, k) for k in options)

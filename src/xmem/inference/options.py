@@ -50,3 +50,11 @@ def engine_config(args: argparse.Namespace) -> InferenceConfig:
         )
     except ValueError as exc:
         raise InputError(f"invalid settings: {exc}") from None
+
+
+def engine_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The parsed values of the options :func:`add_engine_arguments` declares, by destination name (for the
+    setup that a benchmark records next to its results; unset defaults stay ``None``)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_engine_arguments(probe)
+    return {action.dest: getattr(args, action.dest) for action in probe._actions}
