@@ -129,15 +129,15 @@ def main() -> None:
 
     rows = []
     overall: dict[str, dict] = {}
-    models = {}  # one copy of the weights per offset, loaded once
-    for offset, setting in itertools.product(offsets, settings):
-        if offset not in models:
-            models[offset] = load_model(args.weights)
-            models[offset].key_proj.offset_shrinkage(offset)  # 1: unchanged
+    model, model_offset = None, None
+    for offset, setting in itertools.product(offsets, settings):  # offset-major: each offset loaded once
+        if offset != model_offset:  # only the current offset's weights are held
+            model, model_offset = load_model(args.weights), offset
+            model.key_proj.offset_shrinkage(offset)  # 1: unchanged
         name = label(setting)
         if offset != 1:
             name = f"shrinkage_offset={offset:g} {name}" if setting else f"shrinkage_offset={offset:g}"
-        propagator = SegmenterPropagator(models[offset], make_config(base, setting), name=name)
+        propagator = SegmenterPropagator(model, make_config(base, setting), name=name)
         for variant, order in variants.items():
             results: list[VideoResult] = []
             start = time.perf_counter()
