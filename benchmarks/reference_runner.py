@@ -35,47 +35,85 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--prerender",
+        action="store_true",
+        help="render and normalise every frame before timing (the work of the reference's data loader "
+        "workers; for GPUs, where rendering on the CPU would dominate the time)",
+    )
+    parser.add_argument("--warmup", type=int, default=0, help="frames run (then forgotten) before timing")
+    parser.add_argument(
+        "--amp", action="store_true", help="autocast to fp16 as the reference's eval.py --amp"
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(args.reference_dir))
     from inference.inference_core import InferenceCore  # the reference engine
     from model.network import XMem
 
+    device = torch.device(args.device)
+    use_cuda = device.type == "cuda"
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     net = XMem({"key_dim": 64, "value_dim": 512, "hidden_dim": 64}, model_path=None)
     net.load_weights(golden_rule_state_dict(), init_as_zero_if_needed=True)
     net.eval()
+    net.to(device)
     config = {
         "mem_every": 5, "deep_update_every": -1, "enable_long_term": True, "enable_long_term_count_usage": True,
         "top_k": 30, "min_mid_term_frames": 5, "max_mid_term_frames": 10, "num_prototypes": 128,
         "max_long_term_elements": 10000, "key_dim": 64, "value_dim": 512, "hidden_dim": 64,
     }  # fmt: skip
-    core = InferenceCore(net, config=config)
     labels = list(range(1, args.objects + 1))
-    core.set_all_labels(labels)
-
     video = SyntheticVideo(args.frames, args.height, args.width, args.objects, seed=args.seed)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     mask0 = video.mask(0)
-    first = torch.from_numpy(np.stack([mask0 == i for i in labels]).astype(np.float32))
+    first = torch.from_numpy(np.stack([mask0 == i for i in labels]).astype(np.float32)).to(device)
+
+    def prepare(frame: np.ndarray) -> torch.Tensor:
+        return (torch.from_numpy(frame).permute(2, 0, 1).float() / 255 - mean) / std
+
+    frames = [prepare(f) for f in video.frames()] if args.prerender else None
+
+    def run(count: int, masks: np.ndarray | None) -> list[float]:
+        core = InferenceCore(net, config=config)
+        core.set_all_labels(labels)
+        source = frames if frames is not None else (prepare(f) for f in video.frames())
+        times = []
+        if use_cuda:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for t, image in enumerate(source):
+            if t == count:
+                break
+            image = image.to(device)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=args.amp):
+                if t == 0:
+                    prob = core.step(image, first, labels, end=count == 1)
+                else:
+                    prob = core.step(image, end=t == count - 1)
+            mask = torch.argmax(prob, dim=0).cpu().numpy()
+            if masks is not None:
+                masks[t] = mask
+            if use_cuda:
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            times.append(now - start)
+            start = now
+        return times
+
+    if args.warmup:
+        run(min(args.warmup, args.frames), None)
     masks = np.zeros((args.frames, args.height, args.width), np.uint8)
-    times = []
-    start = time.perf_counter()
-    for t, frame in enumerate(video.frames()):
-        image = (torch.from_numpy(frame).permute(2, 0, 1).float() / 255 - mean) / std
-        if t == 0:
-            prob = core.step(image, first, labels, end=args.frames == 1)
-        else:
-            prob = core.step(image, end=t == args.frames - 1)
-        masks[t] = torch.argmax(prob, dim=0).numpy()
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
+    times = run(args.frames, masks)
     np.save(args.save_masks, masks)
     fps = (len(times) - 1) / sum(times[1:])
-    print(json.dumps({"fps": fps, "peak_rss_mb": peak_rss_mb(), "frame_seconds": times}))
+    result = {"fps": fps, "peak_rss_mb": peak_rss_mb(), "frame_seconds": times}
+    if use_cuda:
+        result["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -230,3 +230,51 @@ def test_a_frame_after_the_end_asks_for_reset(golden, golden_model):
         core.step(golden["frames"][1])
     core.reset()
     assert core.step(golden["frames"][1], golden["mask0"]).shape == (3, 96, 160)
+
+
+def test_tf32_is_fp32_off_cuda(golden, golden_model):
+    """TF32 only concerns CUDA's matrix units: on the CPU it gives fp32's probabilities exactly."""
+    frames = golden["frames"][:7]
+    fp32 = run_core(InferenceCore(golden_model, GOLDEN_CONFIG), frames, {0: golden["mask0"]})
+    tf32_core = InferenceCore(golden_model, dataclasses.replace(GOLDEN_CONFIG, precision=Precision.TF32))
+    assert tf32_core.network.decoder.pred.weight.dtype == torch.float32
+    tf32 = run_core(tf32_core, frames, {0: golden["mask0"]})
+    for a, b in zip(fp32, tf32, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_numerics_sets_and_restores_the_cuda_flags():
+    """On CUDA the scope sets IEEE fp32 (or TF32) and cuDNN autotuning, and puts the caller's flags back;
+    elsewhere it changes nothing. (The flags can be set without a GPU.)"""
+    from xmem.inference.numerics import _read_flags, numerics, tf32_flags
+
+    before = (_read_flags(), torch.backends.cudnn.benchmark)
+    for precision, tf32 in ((Precision.FP32, False), (Precision.TF32, True), (Precision.BF16, False)):
+        with numerics(torch.device("cuda"), precision):
+            assert _read_flags() == tf32_flags(tf32)
+            assert torch.backends.cudnn.benchmark
+        assert (_read_flags(), torch.backends.cudnn.benchmark) == before
+    with numerics(torch.device("cpu"), Precision.TF32):
+        assert (_read_flags(), torch.backends.cudnn.benchmark) == before
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's notes on the CPU's fused convolutions
+def test_compiled_engine_traces_the_network_calls(golden, golden_model, monkeypatch):
+    """compile=True sends the three network calls through torch.compile (here with the eager backend,
+    which traces them without generating code): the probabilities are the eager engine's."""
+    compiled_calls = []
+    real_compile = torch.compile
+
+    def eager_compile(fn, **kwargs):
+        compiled_calls.append(fn.__name__)
+        assert kwargs == {"dynamic": False}
+        return real_compile(fn, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    frames = golden["frames"][:7]
+    core = InferenceCore(golden_model, dataclasses.replace(GOLDEN_CONFIG, compile=True))
+    assert compiled_calls == ["encode_key", "segment", "encode_value"]
+    got = run_core(core, frames, {0: golden["mask0"]})
+    expected = run_core(InferenceCore(golden_model, GOLDEN_CONFIG), frames, {0: golden["mask0"]})
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

@@ -13,17 +13,27 @@ import torch
 
 
 class Precision(enum.Enum):
-    """Numeric precision of the networks at inference (memory reading always runs in fp32)."""
+    """Numeric precision of the networks at inference (memory reading always runs in fp32).
+
+    ``FP32`` is IEEE fp32 on every device (on CUDA the engine turns off the TF32 convolutions that
+    PyTorch uses by default there); ``TF32`` keeps fp32 tensors but lets CUDA GPUs from Ampere on use
+    their TF32 matrix units for the networks' convolutions and products (elsewhere it is ``FP32``);
+    ``BF16`` and ``FP16`` run the networks in those types.
+    """
 
     FP32 = "fp32"
+    TF32 = "tf32"
     BF16 = "bf16"
     FP16 = "fp16"
 
     @property
     def dtype(self) -> torch.dtype:
-        return {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[
-            self
-        ]
+        return {
+            Precision.FP32: torch.float32,
+            Precision.TF32: torch.float32,
+            Precision.BF16: torch.bfloat16,
+            Precision.FP16: torch.float16,
+        }[self]
 
 
 class Architecture(enum.Enum):
@@ -154,12 +164,17 @@ class InferenceConfig:
     240 for the embedded default model, else :data:`DEFAULT_SIZE`, the paper's 480); outputs are always
     returned at the input size. ``device`` is ``"cpu"``, ``"cuda"``,
     ``"cuda:N"``, ``"mps"`` or ``"auto"`` (CUDA, then MPS, then CPU).
+
+    ``compile`` runs the networks through :func:`torch.compile` (TorchInductor; for CUDA GPUs: the first
+    frames of a video, and the first frames after the number of objects changes, wait for a compilation
+    of tens of seconds; the masks are those of the eager networks up to float rounding).
     """
 
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     size: int | None = None
     precision: Precision = Precision.FP32
     device: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size != -1 and self.size < 16:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypedDict
 
 import numpy as np
 import torch
 
 from xmem.config import DEFAULT_MEM_EVERY, DEFAULT_SIZE, InferenceConfig, Precision, resolve_device
+from xmem.inference.numerics import numerics
 from xmem.inference.preprocess import (
     image_to_tensor,
     normalize,
@@ -39,6 +40,15 @@ def prepare_network(network: XMem, device: torch.device, precision: Precision) -
         network = network.to(memory_format=torch.channels_last)
     network.freeze_split_weights()
     return network
+
+
+def network_calls(network: XMem, compiled: bool) -> tuple[Callable, Callable, Callable]:
+    """The three network calls of a step (``encode_key``, ``segment``, ``encode_value``), each through
+    :func:`torch.compile` when ``compiled`` (static shapes: a video's shapes repeat on every frame)."""
+    calls = (network.encode_key, network.segment, network.encode_value)
+    if not compiled:
+        return calls
+    return tuple(torch.compile(call, dynamic=False) for call in calls)  # type: ignore[return-value]
 
 
 def with_recorded_settings(config: InferenceConfig, network: XMem) -> InferenceConfig:
@@ -75,6 +85,7 @@ class InferenceCore:
         self.device = resolve_device(self.config.device)
         self.network = prepare_network(network, self.device, self.config.precision)
         self.dtype = self.config.precision.dtype
+        self._encode_key, self._segment, self._encode_value = network_calls(self.network, self.config.compile)
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------------------
@@ -108,6 +119,16 @@ class InferenceCore:
     ) -> torch.Tensor:
         """Process one frame; returns probabilities (N+1)×H×W (background, then ``self.objects``) at the
         input size, on the engine's device."""
+        with numerics(self.device, self.config.precision):
+            return self._step(image, mask, objects, end)
+
+    def _step(
+        self,
+        image: np.ndarray | torch.Tensor,
+        mask: MaskLike | None,
+        objects: Sequence[int] | None,
+        end: bool,
+    ) -> torch.Tensor:
         rgb = image_to_tensor(image, self.device)
         in_hw = (rgb.shape[1], rgb.shape[2])
         proc_hw = processing_size(*in_hw, self.config.size)
@@ -131,7 +152,7 @@ class InferenceCore:
         frame = frame[None].to(self.dtype)
         if self.device.type != "mps":
             frame = frame.contiguous(memory_format=torch.channels_last)
-        key, shrinkage, selection, features = self.network.encode_key(
+        key, shrinkage, selection, features = self._encode_key(
             frame, need_shrinkage=is_memory, need_selection=mem_cfg.long_term or need_segment
         )
 
@@ -140,7 +161,7 @@ class InferenceCore:
             assert selection is not None
             readout = self.memory.read(key[0], selection[0]).to(self.dtype)
             hidden = self._hidden(len(self.objects), key)
-            new_hidden, _, prob = self.network.segment(features, readout, hidden, update_hidden=hidden_update)
+            new_hidden, _, prob = self._segment(features, readout, hidden, update_hidden=hidden_update)
             if hidden_update and new_hidden is not None:
                 self.memory.set_hidden(new_hidden)
             prob_no_bg = prob[0, 1:]
@@ -168,7 +189,7 @@ class InferenceCore:
 
         if is_memory:
             hidden = self._hidden(len(self.objects), key)
-            value, new_hidden = self.network.encode_value(
+            value, new_hidden = self._encode_value(
                 frame, features[0], hidden, prob[None, 1:].to(self.dtype), deep_update=deep_update
             )
             self.memory.add_memory(key[0], shrinkage[0], selection[0] if selection is not None else None,

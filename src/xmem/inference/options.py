@@ -18,7 +18,17 @@ def add_engine_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
         "made for, 240 for the embedded model; else 480)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    parser.add_argument("--precision", choices=[x.value for x in Precision], default="fp32")
+    parser.add_argument(
+        "--precision",
+        choices=[x.value for x in Precision],
+        default="fp32",
+        help="fp32 (default), tf32 (fp32 with TF32 matrix units on CUDA GPUs), bf16 or fp16",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the networks through torch.compile (for GPUs; the first frames wait for the compilation)",
+    )
     d = MemoryConfig()
     parser.add_argument(
         "--mem-every",
@@ -46,7 +56,11 @@ def engine_config(args: argparse.Namespace) -> InferenceConfig:
             max_long_term_elements=args.max_long_term_elements,
         )
         return InferenceConfig(
-            memory=memory, size=args.size, precision=Precision(args.precision), device=args.device
+            memory=memory,
+            size=args.size,
+            precision=Precision(args.precision),
+            device=args.device,
+            compile=args.compile,
         )
     except ValueError as exc:
         raise InputError(f"invalid settings: {exc}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,9 +45,18 @@ def resize_image(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(image[None], size=hw, mode="bilinear", align_corners=False, antialias=True)[0]
 
 
+@functools.cache
+def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: on a GPU each new constant would be a host-to-device copy that waits;
+    # made outside inference mode, so that they serve autograd code too
+    with torch.inference_mode(False):
+        mean = torch.tensor(IMAGENET_MEAN, dtype=dtype)[:, None, None].to(device)
+        std = torch.tensor(IMAGENET_STD, dtype=dtype)[:, None, None].to(device)
+    return mean, std
+
+
 def normalize(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype)[:, None, None]
+    mean, std = _mean_std(image.device, image.dtype)
     return (image - mean) / std
 
 

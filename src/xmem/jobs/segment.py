@@ -34,6 +34,7 @@ from xmem.io.masks import read_index_mask, write_index_mask, write_probability_m
 from xmem.io.overlay import OverlayWriter, check_overlay_path
 from xmem.io.prompts import Prompts
 from xmem.jobs.monitor import current_rss_mib, peak_device_mib, peak_rss_mib
+from xmem.jobs.pipeline import BackgroundWriter, Prefetcher
 from xmem.jobs.state import (
     RESUME_FILE,
     ResumeState,
@@ -233,7 +234,11 @@ class SegmentJob:
             frames_per_second=0.0,
             elapsed_s=0.0,
             peak_memory_mib={},
-            settings={**_settings(self.core), "device": str(self.core.device)},
+            settings={
+                **_settings(self.core),
+                "device": str(self.core.device),
+                "compile": self.core.config.compile,
+            },
             weights=self.weights,
             fingerprint=self.fingerprint,
             resumed_from=start or None,
@@ -290,8 +295,12 @@ class SegmentJob:
             leave=False,
         )
         try:
-            with overlay as writer:
-                for index, frame, last in _with_last_flag(self.source.frames(first), first):
+            with (
+                overlay as writer,
+                Prefetcher(self.source.frames(first)) as frames,
+                BackgroundWriter() as self._files,
+            ):
+                for index, frame, last in _with_last_flag(frames, first):
                     if index < start:
                         writer.write(frame, read_index_mask(self.mask_path(index)))
                         continue
@@ -320,14 +329,15 @@ class SegmentJob:
 
     # -- pieces --------------------------------------------------------------------------------------------
     def _write_frame(self, index: int, prob: torch.Tensor, mask: np.ndarray) -> None:
-        write_index_mask(self.mask_path(index), mask)
+        """Queue the frame's files for the writer threads (``_save_state`` waits for them)."""
+        self._files.submit(write_index_mask, self.mask_path(index), mask)
         if self.options.save_probabilities:
             maps = (prob[1:].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()  # N×H×W
             name = self.source.name(index)
             for obj, pmap in zip(self.core.objects, maps, strict=True):
                 folder = self.options.folder / PROBABILITIES_FOLDER / str(obj)
                 folder.mkdir(parents=True, exist_ok=True)
-                write_probability_map(folder / f"{name}.png", pmap)
+                self._files.submit(write_probability_map, folder / f"{name}.png", pmap)
 
     def _postfix(self) -> str:
         memory = self.core.memory
@@ -336,6 +346,7 @@ class SegmentJob:
         return text if rss is None else f"{text} rss={rss:.0f}MiB"
 
     def _save_state(self, done: int) -> None:
+        self._files.flush()  # the state says that the masks of frames < done are on disk
         save_resume_state(self.state_path, ResumeState(self.fingerprint, done, self.core.state_dict()))
         log.debug("saved the resume state after %d frames", done)
 
