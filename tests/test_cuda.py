@@ -57,7 +57,7 @@ def test_golden_run_on_cuda_within_the_cpu_tolerance(golden, golden_model):
 
 
 def test_tf32_flags_are_restored_after_each_step(golden, golden_model):
-    """The engine sets TF32 for its own calls only."""
+    """The engine sets TF32 and cuDNN autotuning for its own calls only."""
     from xmem.inference.numerics import _read_flags
 
     before = (_read_flags(), torch.backends.cudnn.benchmark)

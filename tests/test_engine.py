@@ -244,17 +244,24 @@ def test_tf32_is_fp32_off_cuda(golden, golden_model):
 
 
 def test_numerics_sets_and_restores_the_cuda_flags():
-    """On CUDA the scope sets IEEE fp32 (or TF32) and puts the caller's flags back; elsewhere it changes
-    nothing. (The flags can be set without a GPU.)"""
+    """On CUDA the scope sets IEEE fp32 (or TF32), cuDNN autotuning for fp32 / tf32 only, and puts the
+    caller's flags back; elsewhere it changes nothing. (The flags can be set without a GPU.)"""
     from xmem.inference.numerics import _read_flags, numerics, tf32_flags
 
-    before = _read_flags()
-    for precision, tf32 in ((Precision.FP32, False), (Precision.TF32, True), (Precision.BF16, False)):
+    before = (_read_flags(), torch.backends.cudnn.benchmark)
+    assert before[1] is False  # PyTorch's default
+    for precision, tf32, autotune in (
+        (Precision.FP32, False, True),
+        (Precision.TF32, True, True),
+        (Precision.BF16, False, False),
+        (Precision.FP16, False, False),
+    ):
         with numerics(torch.device("cuda"), precision):
             assert _read_flags() == tf32_flags(tf32)
-        assert _read_flags() == before
+            assert torch.backends.cudnn.benchmark is autotune
+        assert (_read_flags(), torch.backends.cudnn.benchmark) == before
     with numerics(torch.device("cpu"), Precision.TF32):
-        assert _read_flags() == before
+        assert (_read_flags(), torch.backends.cudnn.benchmark) == before
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's notes on the CPU's fused convolutions

@@ -3,10 +3,13 @@
 PyTorch runs fp32 convolutions on CUDA in TF32 by default (10-bit mantissa). The engine makes
 :attr:`Precision.FP32 <xmem.config.Precision.FP32>` mean IEEE fp32 there, so that CUDA and CPU masks
 agree, and offers TF32 as its own precision (:attr:`Precision.TF32 <xmem.config.Precision.TF32>`).
+cuDNN's autotuner (``torch.backends.cudnn.benchmark``) is turned on for fp32 and tf32 only. Measured on
+an H200 (benchmarks/results/gpu/): with it the official network ran at 47 (fp32) and 119 (tf32) frames/s
+at 480p; without it the same fp32 and tf32 runs (1,280 frames) did not end within four minutes, under 6
+frames/s. In bf16 it slowed the network down (108 against 129 frames/s) and cost 2.5 s at the start of a
+video, so half precisions run with the caller's setting (PyTorch's default: off).
 The flags are set for the duration of each engine call and restored afterwards, so other code in the
-process keeps its own settings. cuDNN's autotuner (``torch.backends.cudnn.benchmark``) is left as the
-caller set it (off by default): measured on an H200, it made the official network slower in bf16 (108
-against 129 frames/s at 480p) and cost 2-6 s at the start of every video.
+process keeps its own settings.
 """
 
 from __future__ import annotations
@@ -48,16 +51,24 @@ def tf32_flags(enabled: bool) -> tuple[object, object]:
     return enabled, enabled
 
 
+def autotunes(precision: Precision) -> bool:
+    """Whether the engine turns cuDNN's autotuner on for this precision (on CUDA)."""
+    return precision in (Precision.FP32, Precision.TF32)
+
+
 @contextlib.contextmanager
 def numerics(device: torch.device, precision: Precision) -> Iterator[None]:
-    """Within the block: on CUDA, TF32 matrix units for ``Precision.TF32`` only (IEEE fp32 otherwise).
-    Nothing changes on other devices."""
+    """Within the block, on CUDA: TF32 matrix units for ``Precision.TF32`` only (IEEE fp32 otherwise), and
+    cuDNN's autotuner for fp32 and tf32. Nothing changes on other devices."""
     if device.type != "cuda":
         yield
         return
-    saved = _read_flags()
+    saved_flags, saved_benchmark = _read_flags(), torch.backends.cudnn.benchmark
     _write_flags(*tf32_flags(precision is Precision.TF32))
+    if autotunes(precision):
+        torch.backends.cudnn.benchmark = True
     try:
         yield
     finally:
-        _write_flags(*saved)
+        _write_flags(*saved_flags)
+        torch.backends.cudnn.benchmark = saved_benchmark
