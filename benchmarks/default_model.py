@@ -1,6 +1,6 @@
 """Ship a trained XMem-Lite run as the embedded default model, with its model card.
 
-    xmem train configs/lite-default.toml --run-dir runs/default              # train (hours on 2 CPU cores)
+    xmem train configs/default-1-synthetic.toml --run-dir runs/default       # train (hours on 2 CPU cores)
     python benchmarks/default_model.py runs/default                          # weights + card into the package
     python benchmarks/heldout_jf.py --default-model                          # held-out J&F of the shipped model
     xmem bench --video demo/cup.mp4 --mask demo/cup-mask.png --out benchmarks/results/default_bench --no-plots
@@ -161,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "run_dir", type=Path, nargs="?", help="the training run (holds config.json and the weights)"
     )
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "lite-default.toml")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT / "configs" / "default-1-synthetic.toml",
+        help="the config the run was trained with, named in the card's command (configs/default-N-*.toml)",
+    )
     parser.add_argument(
         "--scores",
         action="store_true",
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="give the shipped weights this shrinkage offset (no run; KeyProjection.offset_shrinkage; choose "
-        "it on the validation seeds: inference_sweep.py)",
+        "it on the validation seeds: research/inference_sweep.py)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

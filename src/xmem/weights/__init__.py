@@ -1,4 +1,5 @@
-"""The embedded default model: XMem-Lite weights trained by this project (``configs/lite-default.toml``),
+"""The embedded default model: XMem-Lite weights trained by this project in seven stages, each starting from
+the weights of the one before (``configs/default-1-synthetic.toml`` to ``configs/default-7-continued.toml``),
 shipped inside the package as fp16 ``.safetensors`` with a JSON model card next to them (training config,
 data seeds, held-out scores). ``xmem.load_model()`` with no argument loads it; nothing is downloaded."""
 

@@ -1,8 +1,9 @@
 """Inference settings of a model, tuned on validation videos: J&F for each setting of a sweep.
 
-    python benchmarks/inference_sweep.py --default-model --set mem_every=1,2,5
-    python benchmarks/inference_sweep.py --default-model --set size=240,288 --set max_working_frames=10,20
-    python benchmarks/inference_sweep.py --default-model --shrinkage-offsets 1,30,100   # weights, not settings
+    python benchmarks/research/inference_sweep.py --default-model --set mem_every=1,2,5
+    python benchmarks/research/inference_sweep.py --default-model --set size=240,288 --set top_k=15,30
+    python benchmarks/research/inference_sweep.py --default-model --set max_working_frames=10,20
+    python benchmarks/research/inference_sweep.py --default-model --shrinkage-offsets 1,30,100
 
 Videos: ``held_out_videos`` from ``--first-seed`` (default 1,000,000: the seeds the trainer validates on,
 never the benchmark's 0-9), rendered once and scored by the DAVIS protocol for every combination of the
@@ -37,8 +38,8 @@ from xmem.eval.protocol import VideoResult, summarize
 from xmem.io.atomic import atomic_write
 from xmem.model.checkpoint import load_model
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCHMARKS = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py and results/
+sys.path.insert(0, str(BENCHMARKS))
 
 from common import add_clip_arguments, clip_config  # noqa: E402
 
@@ -101,7 +102,7 @@ def main() -> None:
     parser.add_argument("--pingpong", type=int, default=1, help="also score K× back and forth (1: only 1×)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "inference_sweep")
+    parser.add_argument("--out", type=Path, default=BENCHMARKS / "results" / "inference_sweep")
     args = parser.parse_args()
     if (args.weights is None) == (not args.default_model):
         parser.error("give exactly one of --weights and --default-model")

@@ -1,7 +1,7 @@
 """How saturated a model's memory affinities are: does a query read one memory element or several?
 
-    python benchmarks/affinity_saturation.py --default-model
-    python benchmarks/affinity_saturation.py --weights a.safetensors b.safetensors --scale 0.01
+    python benchmarks/research/affinity_saturation.py --default-model
+    python benchmarks/research/affinity_saturation.py --weights a.safetensors b.safetensors --scale 0.01
 
 For each model (``--scale`` first multiplies its similarities, as ``init.similarity_scale`` does in
 training: ``KeyProjection.scale_similarity``), every frame t ≥ 1 of ``--videos`` validation composite
@@ -38,8 +38,8 @@ from xmem.memory.similarity import similarity, topk_softmax
 from xmem.model.checkpoint import load_model
 from xmem.model.network import XMem
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCHMARKS = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py and results/
+sys.path.insert(0, str(BENCHMARKS))
 
 from common import add_clip_arguments, clip_config  # noqa: E402
 
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--offset", type=float, default=1.0, help="shrinkage offset applied first")
     add_clip_arguments(parser, videos=4, first_seed=VALIDATION_FIRST_SEED, frames=20)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "affinity_saturation.json")
+    parser.add_argument("--out", type=Path, default=BENCHMARKS / "results" / "affinity_saturation.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     videos = held_out_videos(args.videos, clip_config(args), first_seed=args.first_seed)

@@ -2,7 +2,7 @@
 frame, and a figure of a few frames (ground truth beside prediction). For finding out *how* a video fails
 (an object lost, two objects' labels swapped, a spurious region kept), which J&F alone does not say.
 
-    python benchmarks/trace_objects.py --default-model --video 21 --figure-frames 0,10,30,95 \
+    python benchmarks/research/trace_objects.py --default-model --video 21 --figure-frames 0,10,30,95 \
         --out benchmarks/results/trace_heldout21
 
 The video is ``held_out_videos`` seed ``--first-seed + --video`` (the same clip as heldout_jf.py's
@@ -34,8 +34,8 @@ from xmem.io.errors import InputError
 from xmem.io.overlay import overlay_frame
 from xmem.model.checkpoint import load_model
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCHMARKS = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py and results/
+sys.path.insert(0, str(BENCHMARKS))
 
 from common import add_clip_arguments, clip_config  # noqa: E402
 
@@ -65,7 +65,7 @@ def main() -> None:
     add_engine_arguments(parser)
     parser.set_defaults(size=-1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "trace")
+    parser.add_argument("--out", type=Path, default=BENCHMARKS / "results" / "trace")
     args = parser.parse_args()
     if (args.weights is None) == (not args.default_model):
         parser.error("give exactly one of --weights and --default-model")
