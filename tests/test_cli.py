@@ -157,3 +157,15 @@ def test_engine_settings_are_the_parsed_engine_options():
         "max_long_term_elements",
     }
     assert all(settings[k] == getattr(memory, k) for k in options)
+
+
+def test_the_default_model_names_itself_and_its_limits(video, tmp_path, caplog):
+    """Without --weights, one log line says which model runs and where its limits are documented."""
+    frames, mask = video
+    with caplog.at_level("INFO", logger="xmem"):
+        code = main(["segment", str(frames), "--mask", str(mask), "--out", str(tmp_path / "out"),
+                     "--device", "cpu", "--size", "48", "--quiet"])  # fmt: skip
+    assert code == 0
+    lines = [r.getMessage() for r in caplog.records if "embedded default model" in r.getMessage()]
+    assert len(lines) == 1 and "docs/default-model.md" in lines[0] and "--weights" in lines[0]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["weights"]["path"] == "default"

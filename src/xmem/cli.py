@@ -138,6 +138,11 @@ def _device(config: InferenceConfig, rank: Rank | None = None) -> str:
 def _load_weights(path: Path | None) -> tuple[XMem, dict[str, object]]:
     """The network and its provenance. Without a path: the embedded default model."""
     model = load_model(path)
+    if path is None:
+        log.info(
+            "weights: the embedded default model (XMem-Lite, trained on synthetic clips; weak on real "
+            "footage with small objects, see docs/default-model.md); --weights XMem.pth for the released ones"
+        )
     name = "default" if path is None else str(path)
     path = default_weights_path() if path is None else path
     return model, {"path": name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
