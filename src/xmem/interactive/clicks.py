@@ -337,6 +337,20 @@ def _finish(work: _Work, crop_mask: np.ndarray, out_size: tuple[int, int]) -> np
 # --- GrabCut ---------------------------------------------------------------------------------------
 
 
+def _prepare_for(
+    predictor: GrabCutPredictor | RandomWalkerPredictor, image: np.ndarray, prompt: Prompt
+) -> _Work:
+    """:func:`_prepare` with a predictor's region and resolution settings."""
+    return _prepare(
+        image,
+        prompt,
+        max_side=predictor.max_side,
+        click_radius=predictor.click_radius,
+        reach=predictor.reach,
+        context=predictor.context,
+    )
+
+
 def _import_cv2():
     try:
         import cv2
@@ -367,14 +381,7 @@ class GrabCutPredictor:
 
     def predict(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
         cv2 = _import_cv2()
-        work = _prepare(
-            image,
-            prompt,
-            max_side=self.max_side,
-            click_radius=self.click_radius,
-            reach=self.reach,
-            context=self.context,
-        )
+        work = _prepare_for(self, image, prompt)
         h, w = image.shape[:2]
         gc = np.full(work.inside.shape, cv2.GC_BGD, dtype=np.uint8)
         if work.previous is not None and not work.from_box:
@@ -435,14 +442,7 @@ class RandomWalkerPredictor:
 
     def predict(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
         random_walker = _import_random_walker()
-        work = _prepare(
-            image,
-            prompt,
-            max_side=self.max_side,
-            click_radius=self.click_radius,
-            reach=self.reach,
-            context=self.context,
-        )
+        work = _prepare_for(self, image, prompt)
         h, w = image.shape[:2]
         fg = work.fg.copy()
         if not fg.any() and work.previous is not None:
