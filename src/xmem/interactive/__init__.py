@@ -1,6 +1,6 @@
-"""Interactive annotation: a user's clicks, box or scribbles on one frame turned into an object mask.
-
-See :mod:`xmem.interactive.clicks`. The built-in predictors need the ``interactive`` extra
+"""Interactive annotation: a user's clicks, box or scribbles on one frame turned into an object mask
+(:mod:`xmem.interactive.clicks`), and video sessions that propagate such masks forward and backward from
+any frame and take corrections (:mod:`xmem.interactive.session`). The built-in predictors need the ``interactive`` extra
 (``pip install 'xmem-vos[interactive]'``: OpenCV for :class:`GrabCutPredictor`, scikit-image for
 :class:`RandomWalkerPredictor`); both are imported only when a prediction is made.
 """
@@ -17,14 +17,18 @@ from xmem.interactive.clicks import (
     noc,
     run_protocol,
 )
+from xmem.interactive.session import Direction, FrameCache, VideoSession
 
 __all__ = [
     "Click",
+    "Direction",
+    "FrameCache",
     "GrabCutPredictor",
     "MaskPredictor",
     "Prompt",
     "ProtocolResult",
     "RandomWalkerPredictor",
+    "VideoSession",
     "iou",
     "next_click",
     "noc",

@@ -1,0 +1,267 @@
+"""An interactive video session: annotate objects on any frame, propagate forward or backward, correct a
+frame and propagate again.
+
+>>> session = VideoSession("clip.mp4")                          # the embedded default model
+>>> session.add_clicks(40, obj_id=1, points=[[320, 200]], labels=[1])
+>>> for index, mask in session.propagate(40, Direction.BOTH):   # frames 41.. then 39..0
+...     show(index, mask)                                       # stop iterating to cancel
+>>> session.add_clicks(80, obj_id=1, points=[[300, 210]], labels=[0])   # a correction: a key frame
+>>> list(session.propagate(80))                                 # 81 .. the end; 0-79 stay as they are
+
+**Key frames.** A frame the user annotated or corrected is a key frame: its mask is kept as given.
+Propagating from frame k replaces the masks of the frames after it (``FORWARD``) or before it
+(``BACKWARD``) up to the next key frame in that direction (not included), to ``stop`` (included), or to
+the end of the video. Each propagation starts the engine afresh from frame k's mask, so memory stays
+bounded however many propagations are run. XMem's memory has no direction: backward propagation feeds
+the same engine the frames in reverse order.
+
+Masks are held compressed (PNG bytes); frames are decoded on demand with a bounded cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import io
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from xmem.config import InferenceConfig
+from xmem.inference.core import InferenceCore
+from xmem.inference.segmenter import index_mask_from_probabilities
+from xmem.interactive.clicks import GrabCutPredictor, MaskPredictor, Prompt
+from xmem.io.frames import FrameSource
+from xmem.io.video import open_frames
+from xmem.model.network import XMem
+
+
+class Direction(enum.Enum):
+    """Which way :meth:`VideoSession.propagate` goes from its start frame."""
+
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    BOTH = "both"  # forward, then backward
+
+
+class FrameCache:
+    """Random access to a frame source, holding at most ``capacity`` decoded frames.
+
+    A missing frame is read with the frames around it (a window of ``capacity // 2`` on each side), so
+    that walking through the video either way decodes each window once. Frame folders read the window's
+    files directly; video files decode from the start of the window's first frame's file position.
+    """
+
+    def __init__(self, source: FrameSource, capacity: int = 64) -> None:
+        if capacity < 2:
+            raise ValueError(f"the frame cache needs a capacity of at least 2, got {capacity}")
+        self.source = source
+        self.capacity = capacity
+        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        length = source.length
+        self.length = length if length is not None else sum(1 for _ in source.frames())
+        if self.length == 0:
+            raise ValueError(f"{source.location}: no frames")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.length:
+            raise IndexError(f"frame {index} is outside the video's {self.length} frames")
+        if index not in self._frames:
+            half = self.capacity // 2
+            first, last = max(0, index - half), min(self.length, index + half)
+            for offset, frame in enumerate(self.source.frames(first)):
+                i = first + offset
+                if i >= last:
+                    break
+                self._frames[i] = frame
+                self._frames.move_to_end(i)
+            self._frames.move_to_end(index)
+        else:
+            self._frames.move_to_end(index)
+        frame = self._frames[index]
+        while len(self._frames) > self.capacity:
+            self._frames.popitem(last=False)
+        return frame
+
+
+def _encode(mask: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(mask, mode="L").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(data)))
+
+
+class VideoSession:
+    """Objects annotated on any frames of one video and propagated through it (see the module's text).
+
+    ``frames``: a video file, a folder of frames, a glob or a :class:`FrameSource`. ``model``: the network
+    (default: the embedded default model); ``config``: the engine's settings. ``predictor`` turns clicks,
+    boxes and scribbles into masks (default: :class:`GrabCutPredictor`). Object ids are 1-255.
+    """
+
+    def __init__(
+        self,
+        frames: FrameSource | str | Path,
+        model: XMem | None = None,
+        config: InferenceConfig | None = None,
+        *,
+        predictor: MaskPredictor | None = None,
+        cache_frames: int = 64,
+    ) -> None:
+        if model is None:
+            from xmem.model.checkpoint import load_model
+
+            model = load_model()
+        source = open_frames(frames) if isinstance(frames, (str, Path)) else frames
+        self.frames = FrameCache(source, cache_frames)
+        self.height, self.width = source.first_size()
+        self.core = InferenceCore(model, config)
+        self.predictor: MaskPredictor = predictor if predictor is not None else GrabCutPredictor()
+        self._masks: dict[int, bytes] = {}
+        self._key_frames: set[int] = set()
+
+    # -- state -------------------------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def key_frames(self) -> list[int]:
+        return sorted(self._key_frames)
+
+    @property
+    def objects(self) -> list[int]:
+        """The object ids on the key frames."""
+        ids: set[int] = set()
+        for index in self._key_frames:
+            ids.update(int(i) for i in np.unique(self.mask(index)) if i != 0)
+        return sorted(ids)
+
+    def mask(self, frame: int) -> np.ndarray:
+        """Frame ``frame``'s H×W uint8 index mask (zeros where nothing is known yet)."""
+        self._check_frame(frame)
+        data = self._masks.get(frame)
+        return _decode(data) if data is not None else np.zeros((self.height, self.width), np.uint8)
+
+    # -- annotation --------------------------------------------------------------------------------------
+    def add_mask(self, frame: int, obj_id: int, mask: np.ndarray) -> np.ndarray:
+        """Set object ``obj_id``'s pixels on ``frame`` to ``mask`` (H×W, true or non-zero = the object; it
+        is drawn over other objects). The frame becomes a key frame. Returns the frame's new index mask."""
+        self._check_frame(frame)
+        self._check_id(obj_id)
+        mask = np.asarray(mask)
+        if mask.shape != (self.height, self.width):
+            raise ValueError(
+                f"the mask is {mask.shape[1] if mask.ndim > 1 else '?'}x{mask.shape[0]} but the frames are "
+                f"{self.width}x{self.height}"
+            )
+        current = self.mask(frame)
+        updated = np.where(current == obj_id, 0, current).astype(np.uint8)
+        updated[mask.astype(bool)] = obj_id
+        self._masks[frame] = _encode(updated)
+        self._key_frames.add(frame)
+        return updated
+
+    def add_prompt(self, frame: int, obj_id: int, prompt: Prompt) -> np.ndarray:
+        """The object's mask on ``frame`` from a :class:`Prompt` through the predictor (its current mask
+        there is the prompt's ``previous`` unless the prompt gives one), then :meth:`add_mask`."""
+        self._check_frame(frame)
+        self._check_id(obj_id)
+        prompt.validate(self.height, self.width)
+        if prompt.previous is None:
+            previous = self.mask(frame) == obj_id
+            if previous.any():
+                prompt = dataclasses.replace(prompt, previous=previous)
+        return self.add_mask(frame, obj_id, self.predictor.predict(self.frames[frame], prompt))
+
+    def add_clicks(
+        self, frame: int, obj_id: int, points: Sequence[Sequence[float]], labels: Sequence[int]
+    ) -> np.ndarray:
+        """Positive (label 1) and negative (0) clicks at (x, y) pixels of ``frame`` for ``obj_id``."""
+        return self.add_prompt(frame, obj_id, Prompt(points=points, labels=labels))
+
+    def add_box(self, frame: int, obj_id: int, box: Sequence[float]) -> np.ndarray:
+        """A box (x0, y0, x1, y1) around ``obj_id`` on ``frame``."""
+        return self.add_prompt(frame, obj_id, Prompt(box=tuple(box)))  # type: ignore[arg-type]
+
+    def add_scribbles(self, frame: int, obj_id: int, scribbles: np.ndarray) -> np.ndarray:
+        """Brush strokes on ``frame``: H×W, 1 on the object, -1 on the background, 0 elsewhere."""
+        return self.add_prompt(frame, obj_id, Prompt(scribbles=np.asarray(scribbles, dtype=np.int8)))
+
+    def remove_object(self, obj_id: int) -> None:
+        """Erase ``obj_id`` from every frame."""
+        self._check_id(obj_id)
+        if obj_id not in self.objects:
+            raise ValueError(f"no object {obj_id} in this session (objects: {self.objects})")
+        for index, data in list(self._masks.items()):
+            mask = _decode(data)
+            if (mask == obj_id).any():
+                self._masks[index] = _encode(np.where(mask == obj_id, 0, mask).astype(np.uint8))
+
+    # -- propagation -------------------------------------------------------------------------------------
+    def span(self, start: int, direction: Direction, stop: int | None = None) -> range:
+        """The frames a propagation from ``start`` in ``direction`` (FORWARD or BACKWARD) rewrites."""
+        self._check_frame(start)
+        if stop is not None:
+            self._check_frame(stop)
+        if direction is Direction.FORWARD:
+            end = self.num_frames - 1 if stop is None else stop
+            later = [k for k in self._key_frames if k > start]
+            if later:
+                end = min(end, min(later) - 1)
+            return range(start + 1, end + 1)
+        if direction is Direction.BACKWARD:
+            end = 0 if stop is None else stop
+            earlier = [k for k in self._key_frames if k < start]
+            if earlier:
+                end = max(end, max(earlier) + 1)
+            return range(start - 1, end - 1, -1)
+        raise ValueError("span takes FORWARD or BACKWARD")
+
+    def propagate(
+        self, start: int, direction: Direction | str = Direction.FORWARD, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Propagate frame ``start``'s mask; yields ``(frame, mask)`` as each frame is done (its mask is
+        stored first). Stop iterating to cancel: the frames done so far keep their new masks."""
+        direction = Direction(direction)
+        self._check_frame(start)
+        first = self.mask(start)
+        ids = sorted(int(i) for i in np.unique(first) if i != 0)
+        if not ids:
+            raise ValueError(f"frame {start} has no mask to propagate from: annotate it first")
+        ways = [Direction.FORWARD, Direction.BACKWARD] if direction is Direction.BOTH else [direction]
+        spans = [self.span(start, way, stop) for way in ways]  # decided before any mask changes
+        try:
+            for frames in spans:
+                if len(frames) == 0:
+                    continue
+                self.core.reset()
+                self.core.step(self.frames[start], first, ids)
+                for n, index in enumerate(frames):
+                    prob = self.core.step(self.frames[index], end=n == len(frames) - 1)
+                    mask = index_mask_from_probabilities(prob, self.core.objects).astype(np.uint8)
+                    self._masks[index] = _encode(mask)
+                    yield index, mask
+        finally:  # done or cancelled: the engine's memory is let go
+            self.core.reset()
+
+    # -- checks ------------------------------------------------------------------------------------------
+    def _check_frame(self, frame: int) -> None:
+        if not isinstance(frame, (int, np.integer)) or not 0 <= frame < self.num_frames:
+            raise ValueError(
+                f"frame {frame} is outside the video's {self.num_frames} frames (0-{self.num_frames - 1})"
+            )
+
+    @staticmethod
+    def _check_id(obj_id: int) -> None:
+        if not isinstance(obj_id, (int, np.integer)) or not 1 <= obj_id <= 255:
+            raise ValueError(f"object ids are 1-255, got {obj_id!r}")
