@@ -146,7 +146,7 @@ def test_readme_python_example_runs(monkeypatch):
 def test_interactive_example_runs(tmp_path, monkeypatch):
     """docs/interactive.md's example, as printed: two clicks on the demo clip's first frame give the cup
     (checked against its first-frame mask), written as a mask xmem segment reads."""
-    (block,) = code_blocks(ROOT / "docs" / "interactive.md", "python")
+    block = next(b for b in code_blocks(ROOT / "docs" / "interactive.md", "python") if "Prompt(" in b)
     monkeypatch.chdir(ROOT)
     namespace: dict = {}
     exec(
@@ -159,3 +159,20 @@ def test_interactive_example_runs(tmp_path, monkeypatch):
     mask = namespace["mask"]
     assert (mask & cup).sum() / (mask | cup).sum() > 0.8
     assert (read_index_mask(tmp_path / "first.png") == 1).sum() == mask.sum()
+
+
+def test_interactive_session_example_runs(monkeypatch):
+    """docs/interactive.md's session example, as printed, on the demo clip: clicks on frame 100, both ways,
+    a correction on frame 175; the cup is found on the hand-checked frames."""
+    block = next(b for b in code_blocks(ROOT / "docs" / "interactive.md", "python") if "VideoSession(" in b)
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    exec(compile(block, "interactive.md", "exec"), namespace)
+    from xmem.io.masks import read_index_mask
+
+    session = namespace["session"]
+    assert session.key_frames == [100, 175]
+    for t in (25, 125, 216):
+        cup = read_index_mask(ROOT / "demo" / "cup-annotations" / f"{t:05d}.png") == 1
+        pred = session.mask(t) == 1
+        assert (pred & cup).sum() / (pred | cup).sum() > 0.6, t
