@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import GOLDEN_CONFIG
@@ -181,3 +182,71 @@ def test_frame_cache_is_bounded_and_walks_both_ways(clip, golden):
         assert len(cache._frames) <= 4
     with pytest.raises(IndexError):
         cache[N]
+
+
+# -- undo / redo and the workspace on disk -------------------------------------------------------------------
+def test_undo_and_redo_walk_a_frames_edits(clip, golden, golden_model):
+    s = session(clip, golden_model)
+    first, second = golden["mask0"] == 1, np.zeros_like(golden["mask0"], dtype=bool)
+    second[5:25, 5:25] = True
+    s.add_mask(3, 1, first)
+    s.add_mask(3, 1, second)
+    assert (s.undo(3) == np.where(first, 1, 0)).all() and s.key_frames == [3]
+    assert not s.undo(3).any() and s.key_frames == []  # before any edit: no mask, not a key frame
+    with pytest.raises(ValueError, match="frame 3 has nothing to undo"):
+        s.undo(3)
+    assert (s.redo(3) == np.where(first, 1, 0)).all() and s.key_frames == [3]
+    assert (s.redo(3) == np.where(second, 1, 0)).all()
+    with pytest.raises(ValueError, match="nothing to redo"):
+        s.redo(3)
+    s.undo(3)
+    s.add_mask(3, 2, second)  # a new edit clears what could be redone
+    with pytest.raises(ValueError, match="nothing to redo"):
+        s.redo(3)
+
+
+def test_a_workspace_reopens_identical(clip, golden, golden_model, tmp_path):
+    ws = tmp_path / "ws"
+    a = session(clip, golden_model, workspace=ws)
+    a.add_mask(0, 1, golden["mask0"] == 1)
+    a.add_mask(0, 2, golden["mask0"] == 2)
+    a.set_object(2, name="boot", colour=(10, 200, 30))
+    list(a.propagate(0))
+    fix = np.zeros_like(golden["mask0"], dtype=bool)
+    fix[40:70, 90:140] = True
+    a.add_mask(8, 1, fix)
+    b = session(clip, golden_model, workspace=ws)
+    assert b.key_frames == a.key_frames == [0, 8]
+    assert b.object_info == a.object_info and b.object_info[2] == {"name": "boot", "colour": [10, 200, 30]}
+    for t in range(N):
+        assert (b.mask(t) == a.mask(t)).all(), t
+    assert (b.undo(8) == a.undo(8)).all()  # the history came back too
+    reopened = session(clip, golden_model, workspace=ws)
+    assert (reopened.mask(8) == a.mask(8)).all() and reopened.key_frames == [0]
+
+
+def test_a_workspace_of_another_video_or_model_is_refused(clip, tmp_path, golden, golden_model):
+    ws = tmp_path / "ws"
+    session(clip, golden_model, workspace=ws).add_mask(0, 1, golden["mask0"] == 1)
+    other = frame_folder(tmp_path / "other", golden["frames"][1 : N + 1])
+    with pytest.raises(ValueError, match="belongs to another video"):
+        session(other, golden_model, workspace=ws)
+    changed = golden_model.__class__(golden_model.config)
+    changed.load_state_dict(golden_model.state_dict())
+    with torch.no_grad():
+        changed.decoder.pred.bias.add_(0.5)
+    with pytest.raises(ValueError, match="belongs to another model"):
+        session(clip, changed, workspace=ws)
+
+
+def test_a_stopped_propagation_leaves_whole_files(clip, golden, golden_model, tmp_path):
+    ws = tmp_path / "ws"
+    s = session(clip, golden_model, workspace=ws)
+    s.add_mask(0, 1, golden["mask0"] == 1)
+    for i, _ in s.propagate(0):
+        if i == 5:
+            break
+    files = sorted(p.name for p in (ws / "masks").iterdir())
+    assert files == [f"{t:05d}.png" for t in range(6)]  # no temporary files left over
+    reopened = session(clip, golden_model, workspace=ws)
+    assert all((reopened.mask(t) == s.mask(t)).all() for t in range(N))

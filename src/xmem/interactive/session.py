@@ -15,6 +15,10 @@ the end of the video. Each propagation starts the engine afresh from frame k's m
 bounded however many propagations are run. XMem's memory has no direction: backward propagation feeds
 the same engine the frames in reverse order.
 
+**Undo and redo** work per frame: :meth:`VideoSession.undo` puts a frame's mask and key-frame flag back as
+they were before its last edit. With a ``workspace`` folder every change is saved as it happens
+(:mod:`xmem.interactive.workspace`), and opening the same folder again restores the session exactly.
+
 Masks are held compressed (PNG bytes); frames are decoded on demand with a bounded cache.
 """
 
@@ -34,6 +38,13 @@ from xmem.config import InferenceConfig
 from xmem.inference.core import InferenceCore
 from xmem.inference.segmenter import index_mask_from_probabilities
 from xmem.interactive.clicks import GrabCutPredictor, MaskPredictor, Prompt
+from xmem.interactive.workspace import (
+    HistoryEntry,
+    Workspace,
+    WorkspaceState,
+    default_colour,
+    model_fingerprint,
+)
 from xmem.io.frames import FrameSource
 from xmem.io.video import open_frames
 from xmem.model.network import XMem
@@ -105,7 +116,9 @@ class VideoSession:
 
     ``frames``: a video file, a folder of frames, a glob or a :class:`FrameSource`. ``model``: the network
     (default: the embedded default model); ``config``: the engine's settings. ``predictor`` turns clicks,
-    boxes and scribbles into masks (default: :class:`GrabCutPredictor`). Object ids are 1-255.
+    boxes and scribbles into masks (default: :class:`GrabCutPredictor`). ``workspace``: a folder where the
+    session is saved as it changes, and from which it is restored when it exists (a workspace of another
+    video or model is refused with a ``ValueError``). Object ids are 1-255.
     """
 
     def __init__(
@@ -116,6 +129,7 @@ class VideoSession:
         *,
         predictor: MaskPredictor | None = None,
         cache_frames: int = 64,
+        workspace: str | Path | None = None,
     ) -> None:
         if model is None:
             from xmem.model.checkpoint import load_model
@@ -128,6 +142,25 @@ class VideoSession:
         self.predictor: MaskPredictor = predictor if predictor is not None else GrabCutPredictor()
         self._masks: dict[int, bytes] = {}
         self._key_frames: set[int] = set()
+        self._state = WorkspaceState()
+        self._history: dict[str, bytes] = {}  # history entry name -> mask PNG bytes (when not on disk)
+        self.workspace = Workspace(workspace) if workspace is not None else None
+        self.identity: dict[str, object] = {
+            "video": source.fingerprint(),
+            "location": source.location,
+            "frames": len(self.frames),
+            "size": [self.height, self.width],
+            "model": model_fingerprint(model),
+        }
+        if self.workspace is not None:
+            saved = self.workspace.read()
+            if saved is None:
+                self._save()
+            else:
+                Workspace.check(saved, self.identity, self.workspace.folder)
+                self._state = Workspace.state_of(saved)
+                self._key_frames = set(self._state.key_frames)
+                self._masks = self.workspace.saved_masks()
 
     # -- state -------------------------------------------------------------------------------------------
     @property
@@ -145,6 +178,30 @@ class VideoSession:
         for index in self._key_frames:
             ids.update(int(i) for i in np.unique(self.mask(index)) if i != 0)
         return sorted(ids)
+
+    @property
+    def object_info(self) -> dict[int, dict[str, object]]:
+        """Name and colour of every object, by id."""
+        return {k: dict(v) for k, v in sorted(self._state.objects.items())}
+
+    def set_object(
+        self, obj_id: int, *, name: str | None = None, colour: Sequence[int] | None = None
+    ) -> None:
+        """Name or colour an object (RGB, 0-255)."""
+        self._check_id(obj_id)
+        if obj_id not in self._state.objects:
+            raise ValueError(f"no object {obj_id} in this session (objects: {sorted(self._state.objects)})")
+        info = self._state.objects[obj_id]
+        if name is not None:
+            if not name.strip() or len(name) > 200:
+                raise ValueError("an object name must be 1-200 characters")
+            info["name"] = name
+        if colour is not None:
+            rgb = [int(c) for c in colour]
+            if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+                raise ValueError(f"a colour is three values 0-255, got {list(colour)}")
+            info["colour"] = rgb
+        self._save()
 
     def mask(self, frame: int) -> np.ndarray:
         """Frame ``frame``'s H×W uint8 index mask (zeros where nothing is known yet)."""
@@ -167,9 +224,68 @@ class VideoSession:
         current = self.mask(frame)
         updated = np.where(current == obj_id, 0, current).astype(np.uint8)
         updated[mask.astype(bool)] = obj_id
-        self._masks[frame] = _encode(updated)
-        self._key_frames.add(frame)
+        self._remember(frame, self._state.undo)
+        self._state.redo.pop(frame, None)
+        self._state.objects.setdefault(obj_id, {"name": f"object {obj_id}", "colour": default_colour(obj_id)})
+        self._set(frame, updated, key=True)
         return updated
+
+    def undo(self, frame: int) -> np.ndarray:
+        """Put ``frame`` back as it was before its last edit (mask and key-frame flag)."""
+        return self._step_history(frame, self._state.undo, self._state.redo, "undo")
+
+    def redo(self, frame: int) -> np.ndarray:
+        """Apply again the edit of ``frame`` that :meth:`undo` took back."""
+        return self._step_history(frame, self._state.redo, self._state.undo, "redo")
+
+    def _step_history(self, frame: int, source: dict, target: dict, what: str) -> np.ndarray:
+        self._check_frame(frame)
+        if not source.get(frame):
+            raise ValueError(f"frame {frame} has nothing to {what}")
+        entry = source[frame].pop()
+        self._remember(frame, target)
+        mask = self._history_mask(entry.mask) if entry.mask is not None else None
+        self._set(frame, mask, key=entry.key)
+        return self.mask(frame)
+
+    def _remember(self, frame: int, stacks: dict[int, list[HistoryEntry]]) -> None:
+        """Push ``frame``'s present state onto one of its history stacks."""
+        data = self._masks.get(frame)
+        name = None
+        if data is not None:
+            name = f"{frame:05d}-{self._state.counter}.png"
+            self._state.counter += 1
+            if self.workspace is not None:
+                self.workspace.write_history(name, _decode(data))
+            else:
+                self._history[name] = data
+        stacks.setdefault(frame, []).append(HistoryEntry(name, frame in self._key_frames))
+
+    def _history_mask(self, name: str) -> np.ndarray:
+        if self.workspace is not None:
+            return np.array(Image.open(self.workspace.history_path(name)))
+        return _decode(self._history[name])
+
+    def _set(self, frame: int, mask: np.ndarray | None, *, key: bool) -> None:
+        """Store a frame's mask (None: no mask) and key flag, on disk too, then the workspace's record."""
+        if mask is None:
+            self._masks.pop(frame, None)
+            if self.workspace is not None:
+                self.workspace.delete_mask(frame)
+        else:
+            self._masks[frame] = _encode(mask)
+            if self.workspace is not None:
+                self.workspace.write_mask(frame, mask)
+        if key:
+            self._key_frames.add(frame)
+        else:
+            self._key_frames.discard(frame)
+        self._save()
+
+    def _save(self) -> None:
+        self._state.key_frames = sorted(self._key_frames)
+        if self.workspace is not None:
+            self.workspace.write_meta(self.identity, self.core.config, self._state)
 
     def add_prompt(self, frame: int, obj_id: int, prompt: Prompt) -> np.ndarray:
         """The object's mask on ``frame`` from a :class:`Prompt` through the predictor (its current mask
@@ -205,7 +321,12 @@ class VideoSession:
         for index, data in list(self._masks.items()):
             mask = _decode(data)
             if (mask == obj_id).any():
-                self._masks[index] = _encode(np.where(mask == obj_id, 0, mask).astype(np.uint8))
+                cleared = np.where(mask == obj_id, 0, mask).astype(np.uint8)
+                self._masks[index] = _encode(cleared)
+                if self.workspace is not None:
+                    self.workspace.write_mask(index, cleared)
+        self._state.objects.pop(obj_id, None)
+        self._save()
 
     # -- propagation -------------------------------------------------------------------------------------
     def span(self, start: int, direction: Direction, stop: int | None = None) -> range:
@@ -250,6 +371,8 @@ class VideoSession:
                     prob = self.core.step(self.frames[index], end=n == len(frames) - 1)
                     mask = index_mask_from_probabilities(prob, self.core.objects).astype(np.uint8)
                     self._masks[index] = _encode(mask)
+                    if self.workspace is not None:
+                        self.workspace.write_mask(index, mask)
                     yield index, mask
         finally:  # done or cancelled: the engine's memory is let go
             self.core.reset()
