@@ -66,6 +66,13 @@ def _add_segment_parser(sub: argparse._SubParsersAction) -> None:
         "corrects the ones it holds",
     )
     given.add_argument(
+        "--prompts",
+        type=Path,
+        help="JSON file of clicks, boxes or masks per frame and object, e.g. "
+        '{"40": {"1": {"points": [[320, 200]], "labels": [1]}, "2": {"box": [10, 20, 110, 220]}}} '
+        "(pixels of the input frames; the masks made from them go to --out/prompts/)",
+    )
+    given.add_argument(
         "--dataset",
         choices=["davis", "youtube"],
         help="INPUT is a dataset root (JPEGImages/<video>/, Annotations/<video>/): davis uses each video's "
@@ -175,13 +182,20 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.videos is not None or args.eval:
         raise InputError(f"{'--videos' if args.videos is not None else '--eval'}: only with --dataset")
     source = open_frames(args.input)
-    prompts = load_prompts(source, mask=args.mask, masks=args.masks)
+    if args.prompts is None:
+        prompts = load_prompts(source, mask=args.mask, masks=args.masks)
     device = _device(config)
     if args.overlay is not None:
         check_overlay_path(args.overlay)
     prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume, create=False)
+    if args.prompts is not None:
+        from xmem.interactive.prompt_file import load_prompt_file
+
+        prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
+        prompts = load_prompt_file(source, args.prompts, args.out)
     model, weights = _load_weights(args.weights)
-    prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
+    if args.prompts is None:
+        prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     core = InferenceCore(model, dataclasses.replace(config, device=device))
     options = OutputOptions(
         args.out,

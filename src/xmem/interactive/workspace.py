@@ -178,4 +178,3 @@ def _settings(config: InferenceConfig) -> dict[str, object]:
         "device": config.device,
         "memory": {k: getattr(config.memory, k) for k in config.memory.__dataclass_fields__},
     }
-
