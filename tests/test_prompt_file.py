@@ -94,3 +94,45 @@ def test_a_prompts_file_that_is_not_json(clip, tmp_path, weights, capsys):
     check_error(
         capsys, run(clip, tmp_path / "p.json", tmp_path / "out", weights), "p.json", "not a readable JSON"
     )
+
+
+# -- --direction both ----------------------------------------------------------------------------------------
+def both(video, masks, out, *extra) -> int:
+    return main(["segment", str(video), "--masks", str(masks), "--out", str(out), "--device", "cpu", "--quiet",
+                 "--direction", "both", *extra])  # fmt: skip
+
+
+def test_direction_both_traces_objects_back_to_the_start(clip, tmp_path):
+    """A mask on frame 3 only: forward leaves frames 0-2 empty; both directions track both squares back
+    to frame 0 (the default model), and the overlay is drawn after the backward pass."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    write_index_mask(masks / "00003.png", (truth(3, 1) * 1 + truth(3, 2) * 2).astype(np.uint8))
+    out = tmp_path / "both"
+    assert both(clip, masks, out, "--overlay", str(tmp_path / "both.mp4")) == 0
+    for t in range(3):
+        mask = read_index_mask(out / f"{t:05d}.png")
+        assert iou(mask == 1, truth(t, 1)) > 0.6 and iou(mask == 2, truth(t, 2)) > 0.6, t
+    from conftest import decode_video
+
+    assert len(decode_video(tmp_path / "both.mp4")) == T
+    ahead = tmp_path / "ahead"
+    assert main(["segment", str(clip), "--masks", str(masks), "--out", str(ahead), "--device", "cpu",
+                 "--quiet"]) == 0  # fmt: skip
+    assert not read_index_mask(ahead / "00000.png").any()
+    assert (read_index_mask(ahead / "00005.png") == read_index_mask(out / "00005.png")).all()
+
+
+def test_direction_both_stops_at_the_previous_mask(clip, tmp_path):
+    """Object 1 given on frame 1, object 2 added on frame 4: object 2 is traced back over frames 3 and 2
+    only, object 1 back to frame 0."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    write_index_mask(masks / "00001.png", truth(1, 1).astype(np.uint8))
+    write_index_mask(masks / "00004.png", (truth(4, 2) * 2).astype(np.uint8))
+    out = tmp_path / "out"
+    assert both(clip, masks, out) == 0
+    first = read_index_mask(out / "00000.png")
+    assert iou(first == 1, truth(0, 1)) > 0.6 and not (first == 2).any()
+    for t in (2, 3):
+        assert iou(read_index_mask(out / f"{t:05d}.png") == 2, truth(t, 2)) > 0.6, t

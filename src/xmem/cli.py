@@ -114,6 +114,13 @@ def _add_segment_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="save the resume state every N frames (Ctrl-C always saves it)",
     )
+    p.add_argument(
+        "--direction",
+        choices=["forward", "both"],
+        default="forward",
+        help="both: the objects a mask introduces are also traced back over the frames before it, down to "
+        "the previous mask or the start (default: forward only)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the job saved in --out")
     p.add_argument("--overwrite", action="store_true", help="allow an output folder that holds other files")
     add_engine_arguments(p)
@@ -178,6 +185,8 @@ def _stop_on_ctrl_c(job: SegmentJob) -> Iterator[None]:
 def run_segment(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     if args.dataset is not None:
+        if args.direction != "forward":
+            raise InputError("--direction both: not with --dataset (datasets are propagated forward)")
         return _run_dataset(args, config)
     if args.videos is not None or args.eval:
         raise InputError(f"{'--videos' if args.videos is not None else '--eval'}: only with --dataset")
@@ -205,7 +214,14 @@ def run_segment(args: argparse.Namespace) -> int:
         overlay_fps=args.fps,
     )
     job = SegmentJob(
-        core, source, prompts, options, weights=weights, resume=args.resume, progress=not args.quiet
+        core,
+        source,
+        prompts,
+        options,
+        weights=weights,
+        resume=args.resume,
+        progress=not args.quiet,
+        both_directions=args.direction == "both",
     )
     log.info(
         "segmenting %s (%s frames) on %s (%s), objects %s",

@@ -178,6 +178,7 @@ class SegmentJob:
         weights: dict[str, object] | None = None,
         resume: bool = False,
         progress: bool = True,
+        both_directions: bool = False,
     ) -> None:
         self.core = core
         self.source = source
@@ -186,6 +187,7 @@ class SegmentJob:
         self.weights = dict(weights or {})
         self.resume = resume
         self.progress = progress
+        self.both_directions = both_directions
         self.stop_requested = False
         if options.overlay is not None:
             check_overlay_path(options.overlay)
@@ -194,7 +196,12 @@ class SegmentJob:
             "masks": prompts.fingerprint(),
             "weights": str(self.weights.get("sha256", self.weights.get("path", "unknown"))),
             "settings": json.dumps(
-                {**_settings(core), "save_probabilities": options.save_probabilities}, sort_keys=True
+                {
+                    **_settings(core),
+                    "save_probabilities": options.save_probabilities,
+                    **({"direction": "both"} if both_directions else {}),
+                },
+                sort_keys=True,
             ),
         }
 
@@ -250,6 +257,10 @@ class SegmentJob:
         self._processed = 0
         try:
             self._loop(start)
+            if self.both_directions:
+                self._backward_passes()
+                if self.options.overlay is not None:
+                    self._draw_overlay()
             self._summary.status = "complete"
         except InputError as exc:
             self._summary.status, self._summary.error = "failed", str(exc)
@@ -278,11 +289,13 @@ class SegmentJob:
     def _loop(self, start: int) -> None:
         opts = self.options
         core = self.core
-        redraw = opts.overlay is not None and start > 0  # a resumed overlay is drawn again from the masks
+        # a resumed overlay is drawn again from the masks; with both directions it is drawn at the end
+        draw = opts.overlay is not None and not self.both_directions
+        redraw = draw and start > 0
         first = 0 if redraw else start
         overlay = (
             OverlayWriter(opts.overlay, self.source.fps or opts.overlay_fps)
-            if opts.overlay is not None
+            if draw
             else contextlib.nullcontext()
         )
         total = self.source.length
@@ -326,6 +339,45 @@ class SegmentJob:
                         )
         finally:
             bar.close()
+
+    # -- both directions -----------------------------------------------------------------------------------
+    def _backward_passes(self) -> None:
+        """Trace the objects each prompt introduces back over the frames before it, down to the previous
+        prompted frame (or the start), drawing them where the forward pass left background."""
+        from xmem.interactive.session import FrameCache
+
+        frames = FrameCache(self.source)
+        known: set[int] = set()
+        previous = -1
+        core = self.core
+        for k in self.prompts.indices:
+            prompt = self.prompts.mask(k)
+            assert prompt is not None
+            new = [o for o in self.prompts.masks[k].objects if o not in known]
+            known.update(self.prompts.masks[k].objects)
+            span = range(k - 1, previous, -1)
+            previous = k
+            if not new or len(span) == 0:
+                continue
+            core.reset()
+            core.step(frames[k], np.where(np.isin(prompt, new), prompt, 0).astype(prompt.dtype), new)
+            for n, index in enumerate(span):
+                prob = core.step(frames[index], end=n == len(span) - 1)
+                traced = index_mask_from_probabilities(prob, core.objects)
+                path = self.mask_path(index)
+                mask = read_index_mask(path)
+                fill = (mask == 0) & (traced != 0)
+                if fill.any():
+                    mask[fill] = traced[fill]
+                    write_index_mask(path, mask)
+        core.reset()
+
+    def _draw_overlay(self) -> None:
+        opts = self.options
+        assert opts.overlay is not None
+        with OverlayWriter(opts.overlay, self.source.fps or opts.overlay_fps) as writer:
+            for index, frame in enumerate(self.source.frames()):
+                writer.write(frame, read_index_mask(self.mask_path(index)))
 
     # -- pieces --------------------------------------------------------------------------------------------
     def _write_frame(self, index: int, prob: torch.Tensor, mask: np.ndarray) -> None:
