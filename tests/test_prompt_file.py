@@ -32,9 +32,9 @@ def clip(tmp_path):
     return write_video(tmp_path / "clip.mp4", frames)
 
 
-def run(video, prompts, out, weights) -> int:
+def run(video, prompts, out, weights, *extra) -> int:
     return main(["segment", str(video), "--prompts", str(prompts), "--out", str(out), "--weights", str(weights),
-                 *FAST_FLAGS])  # fmt: skip
+                 *FAST_FLAGS, *extra])  # fmt: skip
 
 
 def truth(t: int, which: int) -> np.ndarray:
@@ -136,3 +136,48 @@ def test_direction_both_stops_at_the_previous_mask(clip, tmp_path):
     assert iou(first == 1, truth(0, 1)) > 0.6 and not (first == 2).any()
     for t in (2, 3):
         assert iou(read_index_mask(out / f"{t:05d}.png") == 2, truth(t, 2)) > 0.6, t
+
+
+# -- --click-weights: SAM / SAM 2 instead of GrabCut ----------------------------------------------------------
+def test_click_weights_choose_the_predictor(tmp_path, monkeypatch):
+    import xmem.interactive.sam as sam
+
+    made = []
+    monkeypatch.setattr(
+        sam.Sam2MaskPredictor, "from_checkpoint", classmethod(lambda cls, p, **kw: made.append(("sam2", p)))
+    )
+    monkeypatch.setattr(
+        sam.SamMaskPredictor, "from_checkpoint", classmethod(lambda cls, p, **kw: made.append(("sam", p)))
+    )
+    sam.predictor_for_checkpoint("ckpt/sam2.1_hiera_tiny.pt")
+    sam.predictor_for_checkpoint("ckpt/sam_vit_b_01ec64.pth")
+    assert made == [("sam2", "ckpt/sam2.1_hiera_tiny.pt"), ("sam", "ckpt/sam_vit_b_01ec64.pth")]
+
+
+def test_click_weights_drive_the_prompted_masks(clip, tmp_path, weights, monkeypatch):
+    """The predictor built from --click-weights makes the prompted frame's mask (a stand-in predictor here,
+    since no SAM checkpoint ships; the adapters themselves are tested in test_sam.py)."""
+    import xmem.interactive.sam as sam
+
+    class Fixed:
+        def predict(self, image, prompt):
+            assert image.shape == (H, W, 3) and prompt.points.tolist() == [[40.0, 35.0]]
+            return truth(2, 1)
+
+    checkpoint = tmp_path / "sam2.1_hiera_tiny.pt"
+    checkpoint.write_bytes(b"weights")
+    monkeypatch.setattr(sam, "predictor_for_checkpoint", lambda path, device=None: Fixed())
+    (tmp_path / "p.json").write_text(json.dumps({"2": {"1": {"points": [[40, 35]], "labels": [1]}}}))
+    out = tmp_path / "out"
+    assert run(clip, tmp_path / "p.json", out, weights, "--click-weights", str(checkpoint)) == 0
+    assert (read_index_mask(out / "prompts" / "00002.png") == truth(2, 1)).all()
+
+
+def test_click_weights_errors(clip, tmp_path, weights, capsys):
+    (tmp_path / "p.json").write_text(json.dumps({"2": {"1": {"points": [[40, 35]], "labels": [1]}}}))
+    missing = tmp_path / "sam_vit_b.pth"
+    check_error(capsys, run(clip, tmp_path / "p.json", tmp_path / "o1", weights, "--click-weights", str(missing)),
+                "sam_vit_b.pth")  # fmt: skip
+    code = main(["segment", str(clip), "--mask", str(tmp_path / "p.json"), "--out", str(tmp_path / "o2"),
+                 "--click-weights", str(missing), *FAST_FLAGS])  # fmt: skip
+    check_error(capsys, code, "--click-weights", "only with --prompts")

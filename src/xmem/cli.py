@@ -72,6 +72,12 @@ def _add_segment_parser(sub: argparse._SubParsersAction) -> None:
         '{"40": {"1": {"points": [[320, 200]], "labels": [1]}, "2": {"box": [10, 20, 110, 220]}}} '
         "(pixels of the input frames; the masks made from them go to --out/prompts/)",
     )
+    p.add_argument(
+        "--click-weights",
+        type=Path,
+        help="with --prompts: a SAM or SAM 2 checkpoint (e.g. sam2.1_hiera_tiny.pt; needs xmem-vos[sam]) to "
+        "turn clicks and boxes into masks instead of the built-in GrabCut",
+    )
     given.add_argument(
         "--dataset",
         choices=["davis", "youtube"],
@@ -190,6 +196,8 @@ def run_segment(args: argparse.Namespace) -> int:
         return _run_dataset(args, config)
     if args.videos is not None or args.eval:
         raise InputError(f"{'--videos' if args.videos is not None else '--eval'}: only with --dataset")
+    if args.click_weights is not None and args.prompts is None:
+        raise InputError("--click-weights: only with --prompts")
     source = open_frames(args.input)
     if args.prompts is None:
         prompts = load_prompts(source, mask=args.mask, masks=args.masks)
@@ -200,8 +208,16 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.prompts is not None:
         from xmem.interactive.prompt_file import load_prompt_file
 
+        predictor = None
+        if args.click_weights is not None:
+            from xmem.interactive.sam import predictor_for_checkpoint
+
+            try:
+                predictor = predictor_for_checkpoint(args.click_weights, device=str(device))
+            except (OSError, ValueError, ImportError, RuntimeError) as exc:
+                raise InputError(f"{args.click_weights}: {str(exc).splitlines()[0]}") from None
         prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
-        prompts = load_prompt_file(source, args.prompts, args.out)
+        prompts = load_prompt_file(source, args.prompts, args.out, predictor)
     model, weights = _load_weights(args.weights)
     if args.prompts is None:
         prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)

@@ -396,3 +396,14 @@ class Sam2MaskPredictor(_PackagePredictor):
         # SAM 2's input frame is the whole frame resized to a square: so is its low-resolution frame
         lh, lw = (int(v) for v in self.predictor.model.sam_prompt_encoder.mask_input_size)
         return (self.previous_logit * (2.0 * _resize_float(mask, (lh, lw)) - 1.0))[None]
+
+
+def predictor_for_checkpoint(
+    path: str | Path, *, device: str | None = None
+) -> SamMaskPredictor | Sam2MaskPredictor:
+    """The adapter for a SAM or SAM 2 checkpoint file, told apart by its name (``sam2``/``sam2.1`` files:
+    SAM 2; others: SAM)."""
+    name = Path(path).name.lower()
+    if name.startswith("sam2") or sam2_config_for_checkpoint(path) is not None:
+        return Sam2MaskPredictor.from_checkpoint(path, device=device)
+    return SamMaskPredictor.from_checkpoint(path, device=device)
