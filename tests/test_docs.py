@@ -135,7 +135,7 @@ def test_readme_first_segmentation_runs(tmp_path, monkeypatch):
 
 def test_readme_python_example_runs(monkeypatch):
     """The README's Python block, as printed, on the demo clip (the default model at its size 240)."""
-    (block,) = code_blocks(ROOT / "README.md", "python")
+    block = next(b for b in code_blocks(ROOT / "README.md", "python") if "VideoSegmenter(" in b)
     monkeypatch.chdir(ROOT)
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)
@@ -176,3 +176,23 @@ def test_interactive_session_example_runs(monkeypatch):
         cup = read_index_mask(ROOT / "demo" / "cup-annotations" / f"{t:05d}.png") == 1
         pred = session.mask(t) == 1
         assert (pred & cup).sum() / (pred | cup).sum() > 0.6, t
+
+
+def test_readme_interactive_example_runs(tmp_path, monkeypatch):
+    """The README's interactive block, as printed (run in a scratch folder, so its workspace lands there):
+    the workspace on disk reopens with the same key frames and masks."""
+    block = next(b for b in code_blocks(ROOT / "README.md", "python") if "VideoSession(" in b)
+    assert '"demo/cup.mp4"' in block
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(
+        compile(block.replace('"demo/cup.mp4"', repr(str(ROOT / "demo" / "cup.mp4"))), "README.md", "exec"),
+        namespace,
+    )
+    session = namespace["session"]
+    assert session.key_frames == [100, 175]
+    from xmem.interactive import VideoSession
+
+    again = VideoSession(ROOT / "demo" / "cup.mp4", workspace=tmp_path / "cup-work")
+    assert again.key_frames == [100, 175]
+    assert all((again.mask(t) == session.mask(t)).all() for t in (0, 100, 175, 216))
