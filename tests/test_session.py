@@ -140,6 +140,12 @@ def test_clicks_and_box_through_the_predictor(tmp_path, golden_model):
     assert s.key_frames == [2] and s.objects == [3]
     boxed = s.add_box(1, 4, (58, 30, 102, 66))
     assert (((boxed == 4) & truth).sum() / ((boxed == 4) | truth).sum()) > 0.9
+    strokes = np.zeros((96, 160), np.int8)
+    strokes[46:50, 70:90] = 1  # a brush stroke inside the square
+    strokes[10:14, 20:140] = -1  # and one on the background
+    brushed = s.add_scribbles(3, 5, strokes)
+    assert (((brushed == 5) & truth).sum() / ((brushed == 5) | truth).sum()) > 0.9
+    assert s.key_frames == [1, 2, 3] and s.objects == [3, 4, 5]
 
 
 def test_bad_input_is_refused_and_changes_nothing(clip, golden, golden_model):
