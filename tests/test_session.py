@@ -164,6 +164,9 @@ def test_bad_input_is_refused_and_changes_nothing(clip, golden, golden_model):
         s.add_mask(3, 0, golden["mask0"] == 1)
     with pytest.raises(ValueError, match="outside the video's 14 frames"):
         s.add_mask(14, 1, golden["mask0"] == 1)
+    with pytest.raises(ValueError, match="a colour is three values"):
+        s.set_object(1, name="cup", colour=(1, 2, 300))
+    assert s.object_info[1]["name"] == "object 1"
     with pytest.raises(ValueError, match="frame 5 has no mask"):
         next(s.propagate(5))
     with pytest.raises(ValueError):

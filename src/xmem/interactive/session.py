@@ -191,15 +191,15 @@ class VideoSession:
         self._check_id(obj_id)
         if obj_id not in self._state.objects:
             raise ValueError(f"no object {obj_id} in this session (objects: {sorted(self._state.objects)})")
-        info = self._state.objects[obj_id]
+        if name is not None and (not name.strip() or len(name) > 200):
+            raise ValueError("an object name must be 1-200 characters")
+        rgb = None if colour is None else [int(c) for c in colour]
+        if rgb is not None and (len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb)):
+            raise ValueError(f"a colour is three values 0-255, got {list(colour)}")  # type: ignore[arg-type]
+        info = self._state.objects[obj_id]  # checked first, changed after: a refusal changes nothing
         if name is not None:
-            if not name.strip() or len(name) > 200:
-                raise ValueError("an object name must be 1-200 characters")
             info["name"] = name
-        if colour is not None:
-            rgb = [int(c) for c in colour]
-            if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-                raise ValueError(f"a colour is three values 0-255, got {list(colour)}")
+        if rgb is not None:
             info["colour"] = rgb
         self._save()
 
