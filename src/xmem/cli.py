@@ -26,9 +26,9 @@ from xmem.inference.core import InferenceCore
 from xmem.inference.options import add_engine_arguments, engine_config
 from xmem.io.dataset import find_videos, read_video_list
 from xmem.io.errors import InputError
-from xmem.io.frames import FrameFolder
+from xmem.io.frames import FrameFolder, FrameSource
 from xmem.io.overlay import check_overlay_path
-from xmem.io.prompts import load_prompts
+from xmem.io.prompts import Prompts, load_prompts
 from xmem.io.video import open_frames
 from xmem.jobs.distributed import Rank, barrier, process_group, rank_from_env, shard
 from xmem.jobs.segment import JobStopped, OutputOptions, SegmentJob, prepare_output_folder
@@ -188,6 +188,49 @@ def _stop_on_ctrl_c(job: SegmentJob) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _click_predictor(checkpoint: Path | None, device: str):
+    """The SAM / SAM 2 predictor of ``--click-weights``, or None for the built-in one."""
+    if checkpoint is None:
+        return None
+    from xmem.interactive.sam import predictor_for_checkpoint
+
+    try:
+        return predictor_for_checkpoint(checkpoint, device=device)
+    except (OSError, ValueError, ImportError, RuntimeError) as exc:
+        raise InputError(f"{checkpoint}: {str(exc).splitlines()[0]}") from None
+
+
+def _segment_job(
+    args: argparse.Namespace,
+    core: InferenceCore,
+    source: FrameSource,
+    prompts: Prompts,
+    weights: dict[str, object],
+    folder: Path,
+    overlay: Path | None,
+    *,
+    progress: bool,
+) -> SegmentJob:
+    """One video's job with the output options and direction of the command line."""
+    options = OutputOptions(
+        folder,
+        overlay=overlay,
+        save_probabilities=args.save_probabilities,
+        checkpoint_every=args.checkpoint_every,
+        overlay_fps=args.fps,
+    )
+    return SegmentJob(
+        core,
+        source,
+        prompts,
+        options,
+        weights=weights,
+        resume=args.resume,
+        progress=progress,
+        both_directions=args.direction == "both",
+    )
+
+
 def run_segment(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     if args.dataset is not None:
@@ -205,40 +248,15 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.overlay is not None:
         check_overlay_path(args.overlay)
     prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume, create=False)
+    predictor = _click_predictor(args.click_weights, device)
+    model, weights = _load_weights(args.weights)
+    prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     if args.prompts is not None:
         from xmem.interactive.prompt_file import load_prompt_file
 
-        predictor = None
-        if args.click_weights is not None:
-            from xmem.interactive.sam import predictor_for_checkpoint
-
-            try:
-                predictor = predictor_for_checkpoint(args.click_weights, device=str(device))
-            except (OSError, ValueError, ImportError, RuntimeError) as exc:
-                raise InputError(f"{args.click_weights}: {str(exc).splitlines()[0]}") from None
-        prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
         prompts = load_prompt_file(source, args.prompts, args.out, predictor)
-    model, weights = _load_weights(args.weights)
-    if args.prompts is None:
-        prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     core = InferenceCore(model, dataclasses.replace(config, device=device))
-    options = OutputOptions(
-        args.out,
-        overlay=args.overlay,
-        save_probabilities=args.save_probabilities,
-        checkpoint_every=args.checkpoint_every,
-        overlay_fps=args.fps,
-    )
-    job = SegmentJob(
-        core,
-        source,
-        prompts,
-        options,
-        weights=weights,
-        resume=args.resume,
-        progress=not args.quiet,
-        both_directions=args.direction == "both",
-    )
+    job = _segment_job(args, core, source, prompts, weights, args.out, args.overlay, progress=not args.quiet)
     log.info(
         "segmenting %s (%s frames) on %s (%s), objects %s",
         source.location,
@@ -302,22 +320,9 @@ def _run_dataset(args: argparse.Namespace, config: InferenceConfig) -> int:
                 prompts = load_prompts(source, masks=video.annotations, first_only=args.dataset == "davis")
                 folder = args.out / video.name
                 prepare_output_folder(folder, overwrite=True, resume=args.resume)
-                options = OutputOptions(
-                    folder,
-                    overlay=None if args.overlay is None else args.overlay / f"{video.name}.mp4",
-                    save_probabilities=args.save_probabilities,
-                    checkpoint_every=args.checkpoint_every,
-                    overlay_fps=args.fps,
-                )
-                job = SegmentJob(
-                    core,
-                    source,
-                    prompts,
-                    options,
-                    weights=weights,
-                    resume=args.resume,
-                    progress=not args.quiet and rank.rank == 0,
-                )
+                overlay = None if args.overlay is None else args.overlay / f"{video.name}.mp4"
+                progress = not args.quiet and rank.rank == 0
+                job = _segment_job(args, core, source, prompts, weights, folder, overlay, progress=progress)
                 with _stop_on_ctrl_c(job):
                     job.run()
             except InputError as exc:

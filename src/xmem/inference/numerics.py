@@ -15,6 +15,7 @@ process keeps its own settings.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -22,6 +23,7 @@ import torch
 from xmem.config import Precision
 
 
+@functools.cache
 def _has_fp32_precision_api() -> bool:
     """PyTorch >= 2.9 sets TF32 per backend with ``fp32_precision``; mixing it with the legacy
     ``allow_tf32`` flags is an error there, so only one of the two APIs is ever used."""

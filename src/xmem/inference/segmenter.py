@@ -80,6 +80,22 @@ class VideoSegmenter:
         return index_mask_from_probabilities(prob, ids)
 
 
+def propagate_from(
+    core: InferenceCore,
+    first_frame: np.ndarray | torch.Tensor,
+    mask: MaskLike,
+    objects: Sequence[int],
+    frames: Iterable[np.ndarray | torch.Tensor],
+) -> Iterator[np.ndarray]:
+    """Start ``core`` afresh from ``mask`` (an index mask defining ``objects``) on ``first_frame``, then
+    yield the H×W index mask of each of ``frames`` in turn, read lazily (the last one is not memorised).
+    The frames may come in any order: backward propagation passes them reversed."""
+    core.reset()
+    core.step(first_frame, mask, objects)
+    for frame, last in _with_last_flag(frames):
+        yield index_mask_from_probabilities(core.step(frame, end=last), core.objects)
+
+
 def index_mask_from_probabilities(prob: torch.Tensor, ids: Sequence[int]) -> np.ndarray:
     """Argmax over (N+1)×H×W probabilities (background first), written as the object ids ``ids``.
 

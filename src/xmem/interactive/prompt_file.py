@@ -121,21 +121,26 @@ def load_prompt_file(
                 identity.update(mask_file.read_bytes())
         frames[index] = parsed
     made = []  # every mask is made (and checked) before any file is written
-    for index in sorted(frames):
-        reader = source.frames(index)
-        try:
-            frame = next(reader, None)
-        finally:
-            reader.close()  # type: ignore[attr-defined]
-        if frame is None:
-            raise InputError(f"{path}: frame {index} could not be read from {source.location}")
-        combined = np.zeros(frame.shape[:2], np.uint8)
-        for obj_id in sorted(frames[index]):
-            where = f"{path}: frame {index}, object {obj_id}"
-            combined[_object_mask(frames[index][obj_id], obj_id, frame, where, path.parent, predictor)] = (
-                obj_id
-            )
-        made.append((index, combined))
+    wanted = sorted(frames)
+    reader = source.frames(wanted[0])  # one pass over the video for all prompted frames
+    try:
+        for offset, frame in enumerate(reader):
+            index = wanted[0] + offset
+            if index not in frames:
+                continue
+            combined = np.zeros(frame.shape[:2], np.uint8)
+            for obj_id in sorted(frames[index]):
+                where = f"{path}: frame {index}, object {obj_id}"
+                entry = frames[index][obj_id]
+                combined[_object_mask(entry, obj_id, frame, where, path.parent, predictor)] = obj_id
+            made.append((index, combined))
+            if index == wanted[-1]:
+                break
+    finally:
+        reader.close()  # type: ignore[attr-defined]
+    if len(made) < len(wanted):
+        missing = wanted[len(made)]
+        raise InputError(f"{path}: frame {missing} could not be read from {source.location}")
     folder = out / PROMPTS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     found = []

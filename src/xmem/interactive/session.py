@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import io
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from PIL import Image
 
 from xmem.config import InferenceConfig
 from xmem.inference.core import InferenceCore
-from xmem.inference.segmenter import index_mask_from_probabilities
+from xmem.inference.segmenter import propagate_from
 from xmem.interactive.clicks import GrabCutPredictor, MaskPredictor, Prompt
 from xmem.interactive.workspace import (
     HistoryEntry,
@@ -45,7 +44,7 @@ from xmem.interactive.workspace import (
     default_colour,
     model_fingerprint,
 )
-from xmem.io.frames import FrameSource
+from xmem.io.frames import FrameCache, FrameSource
 from xmem.io.video import open_frames
 from xmem.model.network import XMem
 
@@ -56,49 +55,6 @@ class Direction(enum.Enum):
     FORWARD = "forward"
     BACKWARD = "backward"
     BOTH = "both"  # forward, then backward
-
-
-class FrameCache:
-    """Random access to a frame source, holding at most ``capacity`` decoded frames.
-
-    A missing frame is read with the frames around it (a window of ``capacity // 2`` on each side), so
-    that walking through the video either way decodes each window once. Frame folders read the window's
-    files directly; video files decode from the start of the window's first frame's file position.
-    """
-
-    def __init__(self, source: FrameSource, capacity: int = 64) -> None:
-        if capacity < 2:
-            raise ValueError(f"the frame cache needs a capacity of at least 2, got {capacity}")
-        self.source = source
-        self.capacity = capacity
-        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
-        length = source.length
-        self.length = length if length is not None else sum(1 for _ in source.frames())
-        if self.length == 0:
-            raise ValueError(f"{source.location}: no frames")
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        if not 0 <= index < self.length:
-            raise IndexError(f"frame {index} is outside the video's {self.length} frames")
-        if index not in self._frames:
-            half = self.capacity // 2
-            first, last = max(0, index - half), min(self.length, index + half)
-            for offset, frame in enumerate(self.source.frames(first)):
-                i = first + offset
-                if i >= last:
-                    break
-                self._frames[i] = frame
-                self._frames.move_to_end(i)
-            self._frames.move_to_end(index)
-        else:
-            self._frames.move_to_end(index)
-        frame = self._frames[index]
-        while len(self._frames) > self.capacity:
-            self._frames.popitem(last=False)
-        return frame
 
 
 def _encode(mask: np.ndarray) -> bytes:
@@ -365,11 +321,10 @@ class VideoSession:
             for frames in spans:
                 if len(frames) == 0:
                     continue
-                self.core.reset()
-                self.core.step(self.frames[start], first, ids)
-                for n, index in enumerate(frames):
-                    prob = self.core.step(self.frames[index], end=n == len(frames) - 1)
-                    mask = index_mask_from_probabilities(prob, self.core.objects).astype(np.uint8)
+                masks = propagate_from(
+                    self.core, self.frames[start], first, ids, (self.frames[i] for i in frames)
+                )
+                for index, mask in zip(frames, masks, strict=True):
                     self._masks[index] = _encode(mask)
                     if self.workspace is not None:
                         self.workspace.write_mask(index, mask)

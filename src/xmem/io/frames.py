@@ -3,6 +3,7 @@
 Every frame source (these and :class:`xmem.io.video.VideoFile`) offers the :class:`FrameSource`
 interface: ``frames(start)`` yields H×W×3 uint8 RGB frames one at a time, ``name(index)`` is the name
 of the frame's outputs, ``first_size()`` its size, ``length`` the number of frames when known.
+:class:`FrameCache` gives any of them random access with a bounded number of decoded frames.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -201,3 +203,46 @@ class FrameGlob(ImageSequence):
         if not paths:
             raise InputError(f"{pattern}: no frames (jpg/png) match the pattern")
         super().__init__(paths, pattern)
+
+
+class FrameCache:
+    """Random access to a frame source, holding at most ``capacity`` decoded frames.
+
+    A missing frame is read with the frames around it (a window of ``capacity // 2`` on each side), so
+    that walking through the video either way decodes each window once. Frame folders read the window's
+    files directly; video files decode from the start of the window's first frame's file position.
+    """
+
+    def __init__(self, source: FrameSource, capacity: int = 64) -> None:
+        if capacity < 2:
+            raise ValueError(f"the frame cache needs a capacity of at least 2, got {capacity}")
+        self.source = source
+        self.capacity = capacity
+        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        length = source.length
+        self.length = length if length is not None else sum(1 for _ in source.frames())
+        if self.length == 0:
+            raise ValueError(f"{source.location}: no frames")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.length:
+            raise IndexError(f"frame {index} is outside the video's {self.length} frames")
+        if index not in self._frames:
+            half = self.capacity // 2
+            first, last = max(0, index - half), min(self.length, index + half)
+            for offset, frame in enumerate(self.source.frames(first)):
+                i = first + offset
+                if i >= last:
+                    break
+                self._frames[i] = frame
+                self._frames.move_to_end(i)
+            self._frames.move_to_end(index)
+        else:
+            self._frames.move_to_end(index)
+        frame = self._frames[index]
+        while len(self._frames) > self.capacity:
+            self._frames.popitem(last=False)
+        return frame

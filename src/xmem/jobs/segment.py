@@ -26,10 +26,10 @@ from tqdm import tqdm
 import xmem
 from xmem.inference.core import InferenceCore
 from xmem.inference.preprocess import processing_size
-from xmem.inference.segmenter import index_mask_from_probabilities
+from xmem.inference.segmenter import index_mask_from_probabilities, propagate_from
 from xmem.io.atomic import atomic_write
 from xmem.io.errors import InputError
-from xmem.io.frames import FrameSource
+from xmem.io.frames import FrameCache, FrameSource
 from xmem.io.masks import read_index_mask, write_index_mask, write_probability_map
 from xmem.io.overlay import OverlayWriter, check_overlay_path
 from xmem.io.prompts import Prompts
@@ -344,12 +344,9 @@ class SegmentJob:
     def _backward_passes(self) -> None:
         """Trace the objects each prompt introduces back over the frames before it, down to the previous
         prompted frame (or the start), drawing them where the forward pass left background."""
-        from xmem.interactive.session import FrameCache
-
         frames = FrameCache(self.source)
         known: set[int] = set()
         previous = -1
-        core = self.core
         for k in self.prompts.indices:
             prompt = self.prompts.mask(k)
             assert prompt is not None
@@ -359,18 +356,16 @@ class SegmentJob:
             previous = k
             if not new or len(span) == 0:
                 continue
-            core.reset()
-            core.step(frames[k], np.where(np.isin(prompt, new), prompt, 0).astype(prompt.dtype), new)
-            for n, index in enumerate(span):
-                prob = core.step(frames[index], end=n == len(span) - 1)
-                traced = index_mask_from_probabilities(prob, core.objects)
+            first = np.where(np.isin(prompt, new), prompt, 0).astype(prompt.dtype)
+            traced_masks = propagate_from(self.core, frames[k], first, new, (frames[i] for i in span))
+            for index, traced in zip(span, traced_masks, strict=True):
                 path = self.mask_path(index)
                 mask = read_index_mask(path)
                 fill = (mask == 0) & (traced != 0)
                 if fill.any():
                     mask[fill] = traced[fill]
                     write_index_mask(path, mask)
-        core.reset()
+        self.core.reset()
 
     def _draw_overlay(self) -> None:
         opts = self.options
