@@ -56,6 +56,51 @@ def test_video_file_decodes_every_frame_lazily_with_names_and_rate(tmp_path):
     assert len(tail) == 3 and np.array_equal(tail[0], expected[9])
 
 
+def _write_gop_video(path, frames, gop: int, codec: str = "libx264", fps: int = 10):
+    """Like write_video, with a key frame every ``gop`` frames and (for H.264) B-frames."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.gop_size = gop
+        if codec == "libx264":
+            stream.options = {"crf": "12", "bf": "2", "keyint": str(gop), "min-keyint": str(gop)}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "codec"), [("clip.mp4", "libx264"), ("clip.mkv", "libx264"), ("clip.avi", "mpeg4")]
+)
+def test_a_later_start_seeks_to_the_key_frame_before_it_and_gives_the_same_frames(
+    tmp_path, name, codec, monkeypatch
+):
+    path = _write_gop_video(tmp_path / name, moving_square(40), gop=8, codec=codec)
+    expected = decode_video(path)
+    video = VideoFile(path)
+    for start in (1, 7, 8, 9, 23, 31, 39):
+        got = list(video.frames(start))
+        assert len(got) == 40 - start and all(
+            np.array_equal(a, b) for a, b in zip(got, expected[start:], strict=True)
+        )
+    # it seeks: frame 33 is reached by decoding from the key frame before it (at most a GOP), not from frame 0
+    decoded = []
+    real_decode = av.container.InputContainer.decode
+
+    def counting(self, *args, **kwargs):
+        for frame in real_decode(self, *args, **kwargs):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(av.container.InputContainer, "decode", counting)
+    first = next(video.frames(33))
+    assert np.array_equal(first, expected[33]) and 2 <= len(decoded) <= 8
+
+
 def test_mkv_without_a_frame_count(tmp_path):
     video = open_frames(write_video(tmp_path / "clip.mkv", moving_square(4)))
     assert isinstance(video, VideoFile) and video.length is None

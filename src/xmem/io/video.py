@@ -52,6 +52,7 @@ class VideoFile:
         digits = len(str(self._length - 1)) if self._length else 0
         self._width = max(5, digits)
         self._size: tuple[int, int] | None = None
+        self._packets: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def location(self) -> str:
@@ -85,7 +86,26 @@ class VideoFile:
         return self._size
 
     def frames(self, start: int = 0) -> Iterator[np.ndarray]:
+        """Frames ``start``, ``start + 1``, ... . A later start seeks to the key frame before it (when the
+        file's packets give every frame a timestamp) instead of decoding from the first frame."""
         return self._decode(start, check_size=True)
+
+    def _seek_point(self, start: int) -> tuple[int, int] | None:
+        """Where to seek for frame ``start``: (timestamp of the last key frame at or before it, that key
+        frame's index), or None to decode from the beginning. The packet index is read once, without
+        decoding: frame i is the packet with the i-th smallest timestamp."""
+        if start == 0:
+            return None
+        if self._packets is None:
+            self._packets = _packet_index(self.path)
+        pts, keys = self._packets
+        if start >= len(pts):
+            return None
+        key = int(np.searchsorted(keys, pts[start], side="right")) - 1
+        if key < 0:
+            return None
+        index = int(np.searchsorted(pts, keys[key]))
+        return (int(keys[key]), index) if index > 0 else None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.frames()
@@ -95,7 +115,9 @@ class VideoFile:
 
     def _decode(self, start: int, *, check_size: bool) -> Iterator[np.ndarray]:
         size = self.first_size() if check_size else None
+        seek = self._seek_point(start)
         index = 0
+        restart = False
         try:
             container = av.open(str(self.path))
         except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -103,7 +125,16 @@ class VideoFile:
         try:
             stream = container.streams.video[0]
             stream.thread_type = "SLICE"  # no frame threading: an error must surface at its own frame
+            if seek is not None:
+                container.seek(seek[0], stream=stream, backward=True, any_frame=False)
+                index = seek[1]
             for frame in container.decode(stream):
+                if seek is not None:
+                    # the first frame after a seek must be the key frame asked for; otherwise start over
+                    if frame.pts != seek[0]:
+                        restart = True
+                        break
+                    seek = None
                 if index >= start:
                     if frame.is_corrupt:
                         raise InputError(f"{self.path}: frame {index} is corrupt")
@@ -119,7 +150,7 @@ class VideoFile:
                         )
                     yield rgb
                 index += 1
-            if self._length is not None and index < self._length:
+            if not restart and self._length is not None and index < self._length:
                 # a decoder may drop a damaged frame without an error; the frames after it then come early
                 log.warning(
                     "%s: the file declares %d frames but %d could be decoded (a damaged frame may have been "
@@ -134,6 +165,33 @@ class VideoFile:
             ) from None
         finally:
             container.close()
+        if restart:  # an open GOP or a stream that does not seek exactly: decode from the start from now on
+            self._packets = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            yield from self._decode(start, check_size=check_size)
+
+
+def _packet_index(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted timestamps of the video stream's packets and those of its key frames; empty arrays when
+    a packet has no timestamp or two share one (then frames are found by decoding from the start)."""
+    pts: list[int] = []
+    keys: list[int] = []
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    try:
+        with av.open(str(path)) as container:
+            for packet in container.demux(container.streams.video[0]):
+                if packet.size == 0:  # the flushing packet at the end
+                    continue
+                if packet.pts is None:
+                    return empty
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return empty
+    sorted_pts = np.sort(np.asarray(pts, np.int64))
+    if len(sorted_pts) and (np.diff(sorted_pts) == 0).any():
+        return empty
+    return sorted_pts, np.sort(np.asarray(keys, np.int64))
 
 
 def open_frames(spec: str | Path) -> FrameSource:
