@@ -18,11 +18,14 @@ from xmem.interactive.clicks import (
     noc,
     run_protocol,
 )
+from xmem.interactive.export import ExportOptions, ExportStopped, export_session
 from xmem.interactive.session import Direction, FrameCache, VideoSession
 
 __all__ = [
     "Click",
     "Direction",
+    "ExportOptions",
+    "ExportStopped",
     "FrameCache",
     "GrabCutPredictor",
     "MaskPredictor",
@@ -30,6 +33,7 @@ __all__ = [
     "ProtocolResult",
     "RandomWalkerPredictor",
     "VideoSession",
+    "export_session",
     "iou",
     "next_click",
     "noc",

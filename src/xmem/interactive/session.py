@@ -140,6 +140,23 @@ class VideoSession:
         """Name and colour of every object, by id."""
         return {k: dict(v) for k, v in sorted(self._state.objects.items())}
 
+    def add_object(self, name: str | None = None, colour: Sequence[int] | None = None) -> int:
+        """Register a new object before it is drawn (the smallest free id) and return its id."""
+        used = set(self._state.objects) | set(self.objects)
+        free = [i for i in range(1, 256) if i not in used]
+        if not free:
+            raise ValueError("a session holds at most 255 objects")
+        obj_id = free[0]
+        self._state.objects[obj_id] = {"name": f"object {obj_id}", "colour": default_colour(obj_id)}
+        try:
+            if name is not None or colour is not None:
+                self.set_object(obj_id, name=name, colour=colour)
+        except ValueError:
+            self._state.objects.pop(obj_id)
+            raise
+        self._save()
+        return obj_id
+
     def set_object(
         self, obj_id: int, *, name: str | None = None, colour: Sequence[int] | None = None
     ) -> None:
@@ -158,6 +175,16 @@ class VideoSession:
         if rgb is not None:
             info["colour"] = rgb
         self._save()
+
+    @property
+    def masked_frames(self) -> list[int]:
+        """The frames that have a mask (annotated or propagated)."""
+        return sorted(self._masks)
+
+    def mask_png(self, frame: int) -> bytes | None:
+        """Frame ``frame``'s index mask as a grey PNG (pixel value = object id), or None where it has none."""
+        self._check_frame(frame)
+        return self._masks.get(frame)
 
     def mask(self, frame: int) -> np.ndarray:
         """Frame ``frame``'s H×W uint8 index mask (zeros where nothing is known yet)."""
@@ -270,10 +297,10 @@ class VideoSession:
         return self.add_prompt(frame, obj_id, Prompt(scribbles=np.asarray(scribbles, dtype=np.int8)))
 
     def remove_object(self, obj_id: int) -> None:
-        """Erase ``obj_id`` from every frame."""
+        """Erase ``obj_id`` from every frame and forget its name and colour."""
         self._check_id(obj_id)
-        if obj_id not in self.objects:
-            raise ValueError(f"no object {obj_id} in this session (objects: {self.objects})")
+        if obj_id not in self._state.objects and obj_id not in self.objects:
+            raise ValueError(f"no object {obj_id} in this session (objects: {sorted(self._state.objects)})")
         for index, data in list(self._masks.items()):
             mask = _decode(data)
             if (mask == obj_id).any():

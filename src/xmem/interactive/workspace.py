@@ -137,7 +137,7 @@ class Workspace:
             "format": FORMAT,
             "version": VERSION,
             **identity,
-            "settings": _settings(settings),
+            "settings": settings_summary(settings),
             "objects": {str(k): v for k, v in sorted(state.objects.items())},
             "key_frames": sorted(state.key_frames),
             "undo": entries(state.undo),
@@ -171,7 +171,7 @@ class Workspace:
         return out
 
 
-def _settings(config: InferenceConfig) -> dict[str, object]:
+def settings_summary(config: InferenceConfig) -> dict[str, object]:
     return {
         "size": config.size,
         "precision": config.precision.value,

@@ -48,10 +48,13 @@ def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
     return edge & (mask > 0)
 
 
-def overlay_frame(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """H×W×3 uint8: ``frame`` with each object of the H×W index ``mask`` blended in its DAVIS palette colour
-    (weight ``alpha``) and outlined in that colour."""
-    colours = DAVIS_PALETTE[mask]  # H×W×3
+def overlay_frame(
+    frame: np.ndarray, mask: np.ndarray, alpha: float = 0.5, palette: np.ndarray | None = None
+) -> np.ndarray:
+    """H×W×3 uint8: ``frame`` with each object of the H×W index ``mask`` blended in its colour (weight
+    ``alpha``) and outlined in that colour. Colours come from ``palette`` (256×3 uint8, by id), by default
+    the DAVIS palette."""
+    colours = (DAVIS_PALETTE if palette is None else palette)[mask]  # H×W×3
     inside = (mask > 0)[..., None]
     blended = np.where(inside, frame * (1 - alpha) + colours * alpha, frame)
     width = max(1, round(min(mask.shape) / 240))
@@ -95,9 +98,10 @@ class OverlayWriter:
             raise
         self._size: tuple[int, int] | None = None
 
-    def write(self, frame: np.ndarray, mask: np.ndarray) -> None:
-        """Add ``frame`` (H×W×3 uint8) with ``mask`` (H×W object ids) drawn on it."""
-        image = overlay_frame(frame, mask)
+    def write(self, frame: np.ndarray, mask: np.ndarray, palette: np.ndarray | None = None) -> None:
+        """Add ``frame`` (H×W×3 uint8) with ``mask`` (H×W object ids) drawn on it (colours: ``palette``,
+        as for :func:`overlay_frame`)."""
+        image = overlay_frame(frame, mask, palette=palette)
         h, w = image.shape[:2]
         if self._size is None:
             self._size = (h, w)
