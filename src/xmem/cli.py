@@ -343,6 +343,97 @@ def _run_dataset(args: argparse.Namespace, config: InferenceConfig) -> int:
     return 0
 
 
+# -- xmem annotate ----------------------------------------------------------------------------------------
+def _add_annotate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "annotate",
+        help="open a web page to segment and correct objects through a video",
+        description="Start a local web server for a page that segments objects through INPUT: clicks, "
+        "boxes and a brush on any frame, propagation forward and backward, corrections, undo, export. "
+        "Everything is saved in --workspace as it changes; opening the same workspace again goes on where "
+        "it stopped. Prints the URL to open (with its access token). Needs xmem-vos[app].",
+    )
+    p.add_argument("input", help="a video file, a folder of frames or a quoted glob pattern")
+    p.add_argument(
+        "--workspace", type=Path, required=True, help="folder of the session (masks, history, exports)"
+    )
+    p.add_argument(
+        "--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth; default: the embedded XMem-Lite model)"
+    )
+    p.add_argument(
+        "--click-weights",
+        type=Path,
+        help="a SAM or SAM 2 checkpoint to turn clicks and boxes into masks (needs xmem-vos[sam]); default: "
+        "the built-in GrabCut",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the page may be opened by (the Host header; e.g. the server's name when "
+        "listening on 0.0.0.0); repeatable",
+    )
+    p.add_argument("--token", help="the access token (default: a new random one)")
+    add_engine_arguments(p.add_argument_group("engine"))
+    p.set_defaults(run=run_annotate)
+
+
+def run_annotate(args: argparse.Namespace) -> int:
+    try:
+        from xmem.app.annotator import Annotator
+        from xmem.app.server import ServerConfig, allowed_hosts_for, page_url, serve
+    except ImportError as exc:
+        raise InputError(
+            f"xmem annotate needs the app extra ({exc.name} is missing): pip install 'xmem-vos[app]'"
+        ) from None
+    from xmem.interactive.session import VideoSession
+
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port: must be 0-65535, got {args.port}")
+    if args.token is not None and len(args.token) < 8:
+        raise InputError("--token: use at least 8 characters")
+    config = engine_config(args)
+    device = _device(config)
+    source = open_frames(args.input)
+    predictor = _click_predictor(args.click_weights, device)
+    model, _ = _load_weights(args.weights)
+    try:
+        session = VideoSession(
+            source,
+            model,
+            dataclasses.replace(config, device=device),
+            predictor=predictor,
+            workspace=args.workspace,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    annotator = Annotator(session, args.workspace / "export")
+    server = ServerConfig(allowed_hosts=allowed_hosts_for(args.host, args.allow_host))
+    if args.token is not None:
+        server = dataclasses.replace(server, token=args.token)
+    port = args.port or _free_port(args.host)
+    if args.host in ("0.0.0.0", "::"):
+        log.warning("xmem: listening on every network interface; anyone who has the token can use the page")
+    print(f"xmem annotate: {source.location} ({session.num_frames} frames), workspace {args.workspace}")
+    print(f"open {page_url(args.host, port, server.token)}  (Ctrl-C stops the server)", flush=True)
+    serve(annotator, args.host, port, server)
+    return 0
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 # -- xmem info ---------------------------------------------------------------------------------------------
 def _add_info_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -366,6 +457,7 @@ def run_info(args: argparse.Namespace) -> int:
 # one line per subcommand
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_segment_parser,
+    _add_annotate_parser,
     _add_info_parser,
     add_eval_parser,
     add_bench_parser,

@@ -46,6 +46,7 @@ from xmem.interactive.workspace import (
 )
 from xmem.io.frames import FrameCache, FrameSource
 from xmem.io.video import open_frames
+from xmem.jobs.pipeline import BackgroundWriter
 from xmem.model.network import XMem
 
 
@@ -180,6 +181,16 @@ class VideoSession:
     def masked_frames(self) -> list[int]:
         """The frames that have a mask (annotated or propagated)."""
         return sorted(self._masks)
+
+    @property
+    def undoable_frames(self) -> list[int]:
+        """The frames with an edit to undo."""
+        return sorted(f for f, stack in self._state.undo.items() if stack)
+
+    @property
+    def redoable_frames(self) -> list[int]:
+        """The frames with an undone edit to redo."""
+        return sorted(f for f, stack in self._state.redo.items() if stack)
 
     def mask_png(self, frame: int) -> bytes | None:
         """Frame ``frame``'s index mask as a grey PNG (pixel value = object id), or None where it has none."""
@@ -335,7 +346,8 @@ class VideoSession:
         self, start: int, direction: Direction | str = Direction.FORWARD, stop: int | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Propagate frame ``start``'s mask; yields ``(frame, mask)`` as each frame is done (its mask is
-        stored first). Stop iterating to cancel: the frames done so far keep their new masks."""
+        stored first). Stop iterating to cancel: the frames done so far keep their new masks. With a
+        workspace, the mask files are written on a thread; all of them are on disk when the generator ends."""
         direction = Direction(direction)
         self._check_frame(start)
         first = self.mask(start)
@@ -344,6 +356,8 @@ class VideoSession:
             raise ValueError(f"frame {start} has no mask to propagate from: annotate it first")
         ways = [Direction.FORWARD, Direction.BACKWARD] if direction is Direction.BOTH else [direction]
         spans = [self.span(start, way, stop) for way in ways]  # decided before any mask changes
+        # the workspace's files are written on a thread while the engine goes on (each one atomically)
+        writer = BackgroundWriter(workers=1, max_pending=16) if self.workspace is not None else None
         try:
             for frames in spans:
                 if len(frames) == 0:
@@ -353,11 +367,15 @@ class VideoSession:
                 )
                 for index, mask in zip(frames, masks, strict=True):
                     self._masks[index] = _encode(mask)
-                    if self.workspace is not None:
-                        self.workspace.write_mask(index, mask)
+                    if writer is not None and self.workspace is not None:
+                        writer.submit(self.workspace.write_mask, index, mask)
                     yield index, mask
-        finally:  # done or cancelled: the engine's memory is let go
-            self.core.reset()
+        finally:  # done or cancelled: every mask is on disk, and the engine's memory is let go
+            try:
+                if writer is not None:
+                    writer.close()
+            finally:
+                self.core.reset()
 
     # -- checks ------------------------------------------------------------------------------------------
     def _check_frame(self, frame: int) -> None:
