@@ -281,3 +281,32 @@ def test_shards_cover_every_video_once():
         shard(videos, 3, 3)
     assert rank_from_env({}) is None
     assert rank_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Rank(3, 4, 1)
+
+
+def test_frames_in_order_forward_and_backward_by_windows(tmp_path, monkeypatch):
+    from xmem.io.frames import FrameCache, frames_in_order
+
+    path = _write_gop_video(tmp_path / "clip.mp4", moving_square(30), gop=6)
+    expected = decode_video(path)
+    video = VideoFile(path)
+    for indices in (range(4, 30), range(29, -1, -1), range(17, 3, -1), range(5, 5)):
+        got = list(frames_in_order(video, indices, chunk=7))
+        assert len(got) == len(indices) and all(
+            np.array_equal(g, expected[i]) for g, i in zip(got, indices, strict=True)
+        )
+    with pytest.raises(ValueError, match="step 1 or -1"):
+        list(frames_in_order(video, range(0, 10, 2)))
+    # the cache reads a window after a jump and before the frame when walking backward
+    starts = []
+    real = VideoFile.frames
+
+    def spy(self, start=0):
+        starts.append(start)
+        return real(self, start)
+
+    monkeypatch.setattr(VideoFile, "frames", spy)
+    cache = FrameCache(video, capacity=8)
+    assert np.array_equal(cache[20], expected[20]) and starts == [20]  # a jump: 20-23
+    for i in range(19, 11, -1):  # walking back: 16-19, then 12-15
+        assert np.array_equal(cache[i], expected[i])
+    assert starts == [20, 16, 12]

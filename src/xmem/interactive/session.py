@@ -44,9 +44,9 @@ from xmem.interactive.workspace import (
     default_colour,
     model_fingerprint,
 )
-from xmem.io.frames import FrameCache, FrameSource
+from xmem.io.frames import FrameCache, FrameSource, frames_in_order
 from xmem.io.video import open_frames
-from xmem.jobs.pipeline import BackgroundWriter
+from xmem.jobs.pipeline import BackgroundWriter, Prefetcher
 from xmem.model.network import XMem
 
 
@@ -362,14 +362,14 @@ class VideoSession:
             for frames in spans:
                 if len(frames) == 0:
                     continue
-                masks = propagate_from(
-                    self.core, self.frames[start], first, ids, (self.frames[i] for i in frames)
-                )
-                for index, mask in zip(frames, masks, strict=True):
-                    self._masks[index] = _encode(mask)
-                    if writer is not None and self.workspace is not None:
-                        writer.submit(self.workspace.write_mask, index, mask)
-                    yield index, mask
+                # frames are decoded in order on a thread, ahead of the engine
+                with Prefetcher(frames_in_order(self.frames.source, frames)) as ahead:
+                    masks = propagate_from(self.core, self.frames[start], first, ids, ahead)
+                    for index, mask in zip(frames, masks, strict=True):
+                        self._masks[index] = _encode(mask)
+                        if writer is not None and self.workspace is not None:
+                            writer.submit(self.workspace.write_mask, index, mask)
+                        yield index, mask
         finally:  # done or cancelled: every mask is on disk, and the engine's memory is let go
             try:
                 if writer is not None:

@@ -208,8 +208,9 @@ class FrameGlob(ImageSequence):
 class FrameCache:
     """Random access to a frame source, holding at most ``capacity`` decoded frames.
 
-    A missing frame is read with the frames around it (a window of ``capacity // 2`` on each side), so
-    that walking through the video either way decodes each window once. Frame folders read the window's
+    A missing frame is read with ``capacity // 2`` frames: the ones after it, or the ones before it when
+    the frame after it is held (walking backward), so that walking through the video either way decodes
+    each window once and a jump decodes no frame before the one asked for. Frame folders read the window's
     files directly; video files decode from the start of the window's first frame's file position.
     """
 
@@ -232,7 +233,10 @@ class FrameCache:
             raise IndexError(f"frame {index} is outside the video's {self.length} frames")
         if index not in self._frames:
             half = self.capacity // 2
-            first, last = max(0, index - half), min(self.length, index + half)
+            if index + 1 in self._frames:  # walking backward: the window ends at the frame asked for
+                first, last = max(0, index - half + 1), index + 1
+            else:  # a jump or walking forward: the window starts there
+                first, last = index, min(self.length, index + half)
             for offset, frame in enumerate(self.source.frames(first)):
                 i = first + offset
                 if i >= last:
@@ -246,3 +250,37 @@ class FrameCache:
         while len(self._frames) > self.capacity:
             self._frames.popitem(last=False)
         return frame
+
+
+def frames_in_order(source: FrameSource, indices: range, chunk: int = 32) -> Iterator[np.ndarray]:
+    """The frames ``indices`` (a range with step 1 or -1) of ``source``, one at a time: forward by one pass
+    of the decoder, backward by windows of ``chunk`` frames read forward and given in reverse."""
+    if len(indices) == 0:
+        return
+    if indices.step == 1:
+        frames = source.frames(indices.start)
+        try:
+            for _, frame in zip(indices, frames, strict=False):
+                yield frame
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+        return
+    if indices.step != -1:
+        raise ValueError(f"frames_in_order takes ranges with step 1 or -1, got {indices.step}")
+    end = indices.start  # the first frame given, the highest index
+    low = indices[-1]
+    while end >= low:
+        first = max(low, end - chunk + 1)
+        window = []
+        frames = source.frames(first)
+        try:
+            for _, frame in zip(range(first, end + 1), frames, strict=False):
+                window.append(frame)
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+        yield from reversed(window)
+        end = first - 1
