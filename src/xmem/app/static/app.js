@@ -15,6 +15,7 @@ const state = {
   ids: null,           // Uint8Array H×W of object ids of the frame shown
   overlay: null,       // canvas H×W with the masks drawn for the view
   scale: 1, ox: 0, oy: 0, fitted: false,
+  pointer: null,       // the pointer over the view, in frame pixels (for the brush's outline)
   drag: null,          // a box, a stroke or a pan in progress
   playing: false,
   loading: 0,          // requests in flight that change what is shown
@@ -162,6 +163,7 @@ function renderMarks() {
     const d = document.createElement("div");
     d.style.left = `${(100 * f) / n}%`;
     d.title = `key frame ${f}`;
+    d.addEventListener("click", () => showFrame(f));
     return d;
   }));
   const masked = $("masked");
@@ -345,6 +347,13 @@ function draw() {
     ctx.strokeStyle = "#fff";
     ctx.stroke();
   }
+  if (state.pointer && (state.tool === "brush" || state.tool === "eraser")) {
+    ctx.beginPath();
+    ctx.arc(state.pointer[0], state.pointer[1], Number($("brush-size").value), 0, 2 * Math.PI);
+    ctx.lineWidth = lw;
+    ctx.strokeStyle = state.tool === "eraser" ? "#000" : "#fff";
+    ctx.stroke();
+  }
   const d = state.drag;
   if (d && d.kind === "box") {
     ctx.lineWidth = lw * 1.5;
@@ -425,8 +434,12 @@ function onPointerDown(ev) {
 
 function onPointerMove(ev) {
   const d = state.drag;
-  if (!d) return;
   const [x, y, px, py] = toImage(ev);
+  if (state.tool === "brush" || state.tool === "eraser") {
+    state.pointer = [x, y];
+    if (!d) draw();
+  }
+  if (!d) return;
   if (d.kind === "pan") {
     state.ox = d.ox + px - d.px;
     state.oy = d.oy + py - d.py;
@@ -465,6 +478,7 @@ async function addObject() {
 
 function setTool(tool) {
   state.tool = tool;
+  $("view").classList.toggle("brush", tool === "brush" || tool === "eraser");
   state.clicks = [];
   document.querySelectorAll(".tool").forEach((b) => b.classList.toggle("on", b.dataset.tool === tool));
   draw();
@@ -555,6 +569,7 @@ function wire() {
   view.addEventListener("pointermove", onPointerMove);
   view.addEventListener("pointerup", onPointerUp);
   view.addEventListener("contextmenu", (ev) => ev.preventDefault());
+  view.addEventListener("pointerleave", () => { state.pointer = null; draw(); });
   view.addEventListener("wheel", (ev) => {
     ev.preventDefault();
     const [, , px, py] = toImage(ev);
