@@ -27,6 +27,7 @@ from xmem.app.server import ServerConfig, allowed_hosts_for, create_app, page_ur
 from xmem.interactive import VideoSession
 from xmem.io.frames import FrameFolder
 from xmem.io.masks import read_index_mask
+from xmem.model.checkpoint import load_model
 
 TOKEN = "test-token-0123456789"
 AUTH = {"X-XMem-Token": TOKEN}
@@ -402,3 +403,37 @@ def test_progress_streams_and_a_killed_server_reopens_a_consistent_workspace(tmp
         assert server.request("POST", "/api/propagate", {"frame": 0})[0] == 202
         assert server.wait_job()["job"]["state"] == "done"
     assert len(list(workspace.glob("masks/*.png"))) == 60
+
+
+# -- the command's errors: one line, exit status 2, before anything is served ---------------------------------
+def test_annotate_command_errors(tmp_path, folder, weights, capsys):
+    import socket
+
+    from conftest import GOLDEN_FLAGS, check_error
+    from xmem.cli import main
+
+    flags = ["--weights", str(weights), *GOLDEN_FLAGS[:-1]]
+    check_error(
+        capsys,
+        main(["annotate", str(tmp_path / "missing.mp4"), "--workspace", str(tmp_path / "w")]),
+        "no such file",
+    )
+    check_error(
+        capsys,
+        main(["annotate", str(folder), "--workspace", str(tmp_path / "w"), "--token", "short"]),
+        "--token",
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        code = main(["annotate", str(folder), "--workspace", str(tmp_path / "w"), "--port", port, *flags])
+        check_error(capsys, code, f"--port {port}: cannot listen there", "--port 0")
+    assert not (tmp_path / "w").exists()  # refused before the workspace was made
+    other = tmp_path / "other"
+    other.mkdir()
+    for t in range(5):
+        Image.fromarray(np.full((H, W, 3), 40 * t, np.uint8)).save(other / f"{t:05d}.png")
+    VideoSession(FrameFolder(other), load_model(weights), CONFIG, workspace=tmp_path / "w")
+    code = main(["annotate", str(folder), "--workspace", str(tmp_path / "w"), "--port", "0", *flags])
+    check_error(capsys, code, "belongs to another video")

@@ -386,7 +386,7 @@ def _add_annotate_parser(sub: argparse._SubParsersAction) -> None:
 def run_annotate(args: argparse.Namespace) -> int:
     try:
         from xmem.app.annotator import Annotator
-        from xmem.app.server import ServerConfig, allowed_hosts_for, page_url, serve
+        from xmem.app.server import ServerConfig, allowed_hosts_for, bind, page_url, serve
     except ImportError as exc:
         raise InputError(
             f"xmem annotate needs the app extra ({exc.name} is missing): pip install 'xmem-vos[app]'"
@@ -400,6 +400,13 @@ def run_annotate(args: argparse.Namespace) -> int:
     config = engine_config(args)
     device = _device(config)
     source = open_frames(args.input)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        raise InputError(
+            f"--host {args.host} --port {args.port}: cannot listen there ({exc.strerror or exc}); another "
+            "server may use the port: --port 0 takes any free one"
+        ) from None
     predictor = _click_predictor(args.click_weights, device)
     model, _ = _load_weights(args.weights)
     try:
@@ -416,22 +423,13 @@ def run_annotate(args: argparse.Namespace) -> int:
     server = ServerConfig(allowed_hosts=allowed_hosts_for(args.host, args.allow_host))
     if args.token is not None:
         server = dataclasses.replace(server, token=args.token)
-    port = args.port or _free_port(args.host)
+    port = int(sock.getsockname()[1])
     if args.host in ("0.0.0.0", "::"):
         log.warning("xmem: listening on every network interface; anyone who has the token can use the page")
     print(f"xmem annotate: {source.location} ({session.num_frames} frames), workspace {args.workspace}")
     print(f"open {page_url(args.host, port, server.token)}  (Ctrl-C stops the server)", flush=True)
-    serve(annotator, args.host, port, server)
+    serve(annotator, sock, server)
     return 0
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 # -- xmem info ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -436,23 +437,32 @@ def create_app(annotator: Annotator, config: ServerConfig | None = None) -> Guar
     return Guard(app, config)
 
 
-def serve(annotator: Annotator, host: str, port: int, config: ServerConfig) -> None:
-    """Run the server until Ctrl-C; the running job is cancelled on the way out."""
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port`` (0: any free port); raises OSError when it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(annotator: Annotator, sock: socket.socket, config: ServerConfig) -> None:
+    """Serve on the bound ``sock`` until Ctrl-C; the running job is cancelled on the way out."""
     import uvicorn
 
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(annotator, config),
-            host=host,
-            port=port,
-            log_level="warning",
-            timeout_graceful_shutdown=2,
-        )
+        uvicorn.Config(create_app(annotator, config), log_level="warning", timeout_graceful_shutdown=2)
     )
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         annotator.close()
+        sock.close()
 
 
 def page_url(host: str, port: int, token: str) -> str:
@@ -461,4 +471,13 @@ def page_url(host: str, port: int, token: str) -> str:
     return f"http://{shown}:{port}/?token={token}"
 
 
-__all__ = ["ApiError", "Guard", "ServerConfig", "allowed_hosts_for", "create_app", "page_url", "serve"]
+__all__ = [
+    "ApiError",
+    "Guard",
+    "ServerConfig",
+    "allowed_hosts_for",
+    "bind",
+    "create_app",
+    "page_url",
+    "serve",
+]
