@@ -437,3 +437,9 @@ def test_annotate_command_errors(tmp_path, folder, weights, capsys):
     VideoSession(FrameFolder(other), load_model(weights), CONFIG, workspace=tmp_path / "w")
     code = main(["annotate", str(folder), "--workspace", str(tmp_path / "w"), "--port", "0", *flags])
     check_error(capsys, code, "belongs to another video")
+    # a workspace served by another process (here: held by this one) is refused
+    from xmem.app.server import hold_workspace
+
+    with hold_workspace(tmp_path / "busy"):
+        code = main(["annotate", str(folder), "--workspace", str(tmp_path / "busy"), "--port", "0", *flags])
+    check_error(capsys, code, "in use by xmem annotate (pid")

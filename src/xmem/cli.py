@@ -385,13 +385,13 @@ def _add_annotate_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_annotate(args: argparse.Namespace) -> int:
     try:
-        from xmem.app.annotator import Annotator
-        from xmem.app.server import ServerConfig, allowed_hosts_for, bind, page_url, serve
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         raise InputError(
             f"xmem annotate needs the app extra ({exc.name} is missing): pip install 'xmem-vos[app]'"
         ) from None
-    from xmem.interactive.session import VideoSession
+    from xmem.app.server import WorkspaceInUse, bind, hold_workspace
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port: must be 0-65535, got {args.port}")
@@ -407,6 +407,22 @@ def run_annotate(args: argparse.Namespace) -> int:
             f"--host {args.host} --port {args.port}: cannot listen there ({exc.strerror or exc}); another "
             "server may use the port: --port 0 takes any free one"
         ) from None
+    if args.workspace.exists() and not args.workspace.is_dir():
+        raise InputError(f"{args.workspace}: exists and is not a folder")
+    try:
+        with hold_workspace(args.workspace):
+            return _serve_session(args, source, sock, device, config)
+    except WorkspaceInUse as exc:
+        raise InputError(str(exc)) from None
+
+
+def _serve_session(
+    args: argparse.Namespace, source: FrameSource, sock, device: str, config: InferenceConfig
+) -> int:
+    from xmem.app.annotator import Annotator
+    from xmem.app.server import ServerConfig, allowed_hosts_for, page_url, serve
+    from xmem.interactive.session import VideoSession
+
     predictor = _click_predictor(args.click_weights, device)
     model, _ = _load_weights(args.weights)
     try:

@@ -23,15 +23,18 @@ Endpoints (``{i}``: a frame index, ``{id}``: an object id)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from importlib import resources
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -435,6 +438,39 @@ def create_app(annotator: Annotator, config: ServerConfig | None = None) -> Guar
         },
     )
     return Guard(app, config)
+
+
+class WorkspaceInUse(RuntimeError):
+    """Another process serves the workspace."""
+
+
+@contextlib.contextmanager
+def hold_workspace(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.lock`` while serving, so that a second server on the same workspace is refused (the
+    lock goes with the process, however it ends). Where file locks are unavailable, nothing is held."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise WorkspaceInUse(
+                f"{folder}: in use by {owner}; stop that server or use another workspace"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"xmem annotate (pid {os.getpid()})\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def bind(host: str, port: int) -> socket.socket:
