@@ -52,7 +52,7 @@ def grabcut(image: np.ndarray, cutout: Cutout, iterations: int = 6) -> np.ndarra
     mask = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
     mask = mask[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
     # keep the connected parts that hold a foreground stroke, fill their holes
-    count, parts = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    _, parts = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     sure = np.zeros_like(mask, dtype=np.uint8)
     _draw_strokes(sure, cutout.foreground, 1, cutout.stroke_width, (x0, y0))
     keep = np.unique(parts[(sure > 0) & mask])
