@@ -200,7 +200,7 @@ def _rgba_tensor(rgba: np.ndarray, max_side: int) -> tuple[torch.Tensor, float]:
     if len(ys) == 0:
         raise ValueError("an object appearance with an empty shape")
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = np.ascontiguousarray(rgba[y0:y1, x0:x1])
+    crop = rgba[y0:y1, x0:x1].copy()
     t = torch.from_numpy(crop).permute(2, 0, 1).float().div_(255)
     t[3] = (t[3] > 0.5).float()
     t = F.pad(t, (2, 2, 2, 2))
