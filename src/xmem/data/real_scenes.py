@@ -87,7 +87,11 @@ class RealSceneConfig:
     min_visible: float = 0.5  # every tracked object shows this share of itself in frame 0
     # Where the objects come from (falls back to the next when a kind is not installed): the weights of
     # cut-outs, stamps and random textured shapes.
-    source_weights: tuple[float, float, float] = (0.45, 0.45, 0.1)
+    source_weights: tuple[float, float, float] = (0.45, 0.5, 0.05)
+    # a person (a cut-out or a photographed stamp of one) for a tracked object or a crowd member, when the
+    # library has people: scenes like a street camera's
+    person_probability: float = 0.35
+    max_distractor_area: float = 0.25  # look-alikes and crowd members are at most this share of the frame
     photo_cache: Path | None = None
 
     def __post_init__(self) -> None:
@@ -105,7 +109,7 @@ class RealSceneConfig:
             raise ValueError("camera_zoom must be a range of factors ≥ 1")
         for name in (
             "lookalike_probability", "tracked_twins_probability", "exit_probability",
-            "static_camera_probability", "occluder_probability", "min_visible",
+            "static_camera_probability", "occluder_probability", "min_visible", "person_probability",
         ):  # fmt: skip
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -123,6 +127,15 @@ class Appearance:
     name: str
     kind: str  # "cutout:<kind>", "stamp:<category>" or "shape"
     load: Callable[[], np.ndarray] = field(compare=False, repr=False)
+
+    @property
+    def person(self) -> bool:
+        return self.kind == "cutout:person" or (
+            self.kind.startswith("stamp:") and any(w in self.name for w in _PERSON_STAMPS)
+        )
+
+
+_PERSON_STAMPS = ("fireman", "paratrooper", "final-roll-call", "spacewalk")
 
 
 @dataclass(frozen=True)
@@ -258,6 +271,8 @@ class RealSceneVideo:
         rng = rng_for(*self._key)
         H, W = cfg.height, cfg.width
 
+        self._people = tuple(a for a in lib.cutouts + lib.stamps if a.person)
+
         # Background and camera.
         backdrop = lib.backgrounds[int(rng.integers(len(lib.backgrounds)))]
         image = backdrop.load()
@@ -284,13 +299,13 @@ class RealSceneVideo:
         template = int(rng.integers(n))
         areas = np.exp(rng.uniform(math.log(cfg.object_area[0]), math.log(cfg.object_area[1]), n))
         plan = [(looks[i], i + 1, float(areas[i])) for i in range(n)]
+        cap = max(cfg.max_distractor_area, cfg.object_area[0])
         for _ in range(lookalikes):
-            plan.append(
-                (looks[template], 0, float(areas[template] * rng.uniform(*cfg.distractor_scale) ** 2))
-            )
+            area = float(areas[template] * rng.uniform(*cfg.distractor_scale) ** 2)
+            plan.append((looks[template], 0, min(area, cap)))
         for _ in range(crowd):
             area = float(areas[int(rng.integers(n))] * rng.uniform(*cfg.distractor_scale) ** 2)
-            plan.append((self._pick_appearance(rng, backdrop), 0, min(area, cfg.object_area[1])))
+            plan.append((self._pick_appearance(rng, backdrop), 0, min(area, cap)))
 
         pixel0 = self._camera(0.0)[0]
         self._actors: list[_Actor] = []
@@ -329,6 +344,9 @@ class RealSceneVideo:
 
     def _pick_appearance(self, rng: np.random.Generator, backdrop: Backdrop) -> Appearance:
         lib, cfg = self.library, self.config
+        people = self._people
+        if people and rng.random() < cfg.person_probability:
+            return people[int(rng.integers(len(people)))]
         weights = np.array(cfg.source_weights, dtype=np.float64)
         weights[0] *= bool(lib.cutouts)
         weights[1] *= bool(lib.stamps)
