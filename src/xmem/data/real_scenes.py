@@ -80,7 +80,7 @@ class RealSceneConfig:
     occluder_probability: float = 0.6
     occluders: tuple[int, int] = (1, 2)
     motion_blur: bool = True
-    blur_samples: int = 4
+    blur_samples: int = 3
     exposure: tuple[float, float] = (0.3, 1.0)  # shutter open, fraction of the frame interval
     light_match: tuple[float, float] = (0.0, 0.5)  # how far an object's brightness moves to the scene's
     noise: tuple[float, float] = (0.0, 0.02)
@@ -205,6 +205,17 @@ def _spline(keys: np.ndarray, interval: int, t: float) -> np.ndarray:
     return _catmull_rom(keys[idx], u - k)
 
 
+def _shifted(image: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """``image`` (C×H×W) moved by (dx, dy) whole pixels, the edges repeated."""
+    if dx == 0 and dy == 0:
+        return image
+    h, w = image.shape[-2:]
+    px, py = min(abs(dx), w - 1), min(abs(dy), h - 1)
+    padded = F.pad(image[None], (px, px, py, py), mode="replicate")[0]
+    x0, y0 = px - int(np.clip(dx, -px, px)), py - int(np.clip(dy, -py, py))
+    return padded[:, y0 : y0 + h, x0 : x0 + w]
+
+
 def _rgba_tensor(rgba: np.ndarray, max_side: int) -> tuple[torch.Tensor, float]:
     """h×w×4 uint8 → 4×h'×w' float premultiplied RGBA in [0, 1], cropped to the shape's bounding box
     plus a 2-pixel margin, reduced so that its longer side is at most ``max_side``; and the appearance pixels per sprite pixel."""
@@ -281,6 +292,7 @@ class RealSceneVideo:
         self._world = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255)
         self._world_size = image.shape[:2]
         self._camera_keys, self._camera_interval = self._draw_camera(rng)
+        self._views: dict[float, tuple[float, float, float]] = {}
         self._occluder = self._draw_occluders(rng)  # world-size 1×h×w mask or None
         if self._occluder is not None:
             self._world = torch.cat([self._world, self._occluder])
@@ -388,6 +400,14 @@ class RealSceneVideo:
 
     def _camera(self, t: float) -> tuple[float, float, float]:
         """(world px per output px, world x, world y of the output's top-left corner) at time t."""
+        view = self._views.get(t)
+        if view is None:
+            if len(self._views) > 4096:
+                self._views.clear()
+            view = self._views[t] = self._camera_at(t)
+        return view
+
+    def _camera_at(self, t: float) -> tuple[float, float, float]:
         cfg = self.config
         cx, cy, log_zoom = _spline(self._camera_keys, self._camera_interval, t)
         sh, sw = self._world_size
@@ -496,11 +516,14 @@ class RealSceneVideo:
         pixel, x0, y0 = self._camera(t)
         return (wx - x0) / pixel, (wy - y0) / pixel, a.scale * math.exp(log_scale) / pixel
 
-    def _window(self, a: _Actor, times: list[float]) -> tuple[torch.Tensor, int, int] | None:
+    def _window(
+        self, a: _Actor, times: list[float], alpha_only: bool = False
+    ) -> tuple[torch.Tensor, int, int] | None:
         """The actor averaged over ``times`` (motion blur) on its bounding box: (4×h×w premultiplied
-        RGBA, x0, y0), None when off-frame."""
+        RGBA, or 1×h×w alpha when ``alpha_only``, x0, y0), None when off-frame."""
         cfg = self.config
         sh, sw = a.sprite.shape[-2:]
+        sprite = a.sprite[3:4] if alpha_only else a.sprite
         states = [self._actor_state(a, t) for t in times]
         xs0 = min(x - sw * s / 2 for x, _, s in states)
         xs1 = max(x + sw * s / 2 for x, _, s in states)
@@ -518,7 +541,7 @@ class RealSceneVideo:
             )
             grid = sampling_grid(to_sprite, (y1 - y0, x1 - x0), (sh, sw))
             win = F.grid_sample(
-                a.sprite[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+                sprite[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
             )[0]
             acc = win if acc is None else acc + win
         return acc / len(states), x0, y0
@@ -530,20 +553,27 @@ class RealSceneVideo:
         k = cfg.blur_samples
         return [t + self.exposure * ((i + 0.5) / k - 0.5) for i in range(k)]
 
-    def _background(self, times: list[float]) -> torch.Tensor:
-        """The world seen by the camera at ``times``, averaged (C×H×W; channel 3 = occluder mask)."""
+    def _background(self, times: list[float], channels: slice = slice(None)) -> torch.Tensor:
+        """The world seen by the camera in the middle of ``times``, smeared along the camera's motion
+        over ``times`` (C×H×W; channel 3 = occluder mask)."""
         cfg = self.config
-        views = [self._camera(t) for t in times]
-        moving = math.hypot(views[-1][1] - views[0][1], views[-1][2] - views[0][2]) / views[0][0] > 1.0
-        acc = None
-        for pixel, x0, y0 in views if moving else views[:1]:
-            matrix = np.array([[pixel, 0.0, x0], [0.0, pixel, y0], [0.0, 0.0, 1.0]])
-            grid = sampling_grid(matrix, (cfg.height, cfg.width), self._world_size)
-            img = F.grid_sample(
-                self._world[None], grid, mode="bilinear", padding_mode="border", align_corners=False
-            )[0]
-            acc = img if acc is None else acc + img
-        return acc / (len(views) if moving else 1)
+        t = 0.5 * (times[0] + times[-1])
+        pixel, x0, y0 = self._camera(t)
+        matrix = np.array([[pixel, 0.0, x0], [0.0, pixel, y0], [0.0, 0.0, 1.0]])
+        grid = sampling_grid(matrix, (cfg.height, cfg.width), self._world_size)
+        image = F.grid_sample(
+            self._world[None, channels], grid, mode="bilinear", padding_mode="border", align_corners=False
+        )[0]
+        _, xa, ya = self._camera(times[0])
+        _, xb, yb = self._camera(times[-1])
+        dx, dy = (xb - xa) / pixel, (yb - ya) / pixel
+        if len(times) == 1 or math.hypot(dx, dy) <= 1.0:
+            return image
+        acc = torch.zeros_like(image)
+        for i in range(len(times)):
+            f = i / (len(times) - 1) - 0.5
+            acc += _shifted(image, round(f * dx), round(f * dy))
+        return acc / len(times)
 
     def _layers(self, t: int) -> tuple[torch.Tensor, list[tuple[_Actor, torch.Tensor, int, int]]]:
         times = self._times(t)
@@ -594,20 +624,25 @@ class RealSceneVideo:
 
     def _visible_share(self, t: int) -> float:
         """The smallest share of its own area that a tracked object shows at frame t (0 if one is
-        absent)."""
-        mask = self._render_uncached(t)[1]
-        amodal = self.amodal_masks(t)
-        shares = []
-        for i in range(self.num_objects):
-            area = int(amodal[i].sum())
-            shares.append(float((mask == i + 1).sum()) / area if area else 0.0)
+        absent), from the shapes alone (no colour, no blur)."""
+        cfg = self.config
+        mask = torch.zeros(cfg.height, cfg.width, dtype=torch.int64)
+        areas = [0] * (self.num_objects + 1)
+        placed = []
+        for a in self._actors:
+            window = self._window(a, [float(t)], alpha_only=True)
+            if window is not None:
+                placed.append((a, *window))
+                if a.label:
+                    areas[a.label] = int((window[0][0] > 0.5).sum())
+        placed.sort(key=lambda p: self._actor_state(p[0], float(t))[1] + p[1].shape[-2] / 2)
+        for a, win, x0, y0 in placed:
+            h, w = win.shape[-2:]
+            mask[y0 : y0 + h, x0 : x0 + w][win[0] > 0.5] = a.label
+        if self._occluder is not None:
+            mask[self._background([float(t)], slice(3, 4))[0] > 0.5] = 0
+        shares = [float((mask == i).sum()) / areas[i] if areas[i] else 0.0 for i in range(1, len(areas))]
         return min(shares) if shares else 0.0
-
-    def _render_uncached(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        self._cache = None
-        out = self._render(t)
-        self._cache = None
-        return out
 
     def amodal_masks(self, t: int) -> torch.Tensor:
         """n×H×W bool: the whole extent of each tracked object at frame t (hidden parts included, parts
@@ -629,10 +664,9 @@ class RealSceneVideo:
 
     def occluder_mask(self, t: int) -> torch.Tensor:
         """H×W bool: where structures of the background photograph cover the objects at frame t."""
-        background = self._background([float(t)])
-        if background.shape[0] < 4:
+        if self._occluder is None:
             return torch.zeros(self.config.height, self.config.width, dtype=torch.bool)
-        return background[3] > 0.5
+        return self._background(self._times(t), slice(3, 4))[0] > 0.5
 
     def frame(self, t: int) -> np.ndarray:
         image = self._render(t)[0]
