@@ -172,6 +172,7 @@ def real_scenes(count: int, out: Path) -> int:
             RealSceneClipConfig(video=video, num_frames=8, max_skip=15, items=10_000)
         )
         rows.append((f"real-scene clip {size}×{size}", f"8×{size}×{size}", time_items(clips, count)))
+    contents = clip_statistics(clips, count)
     video = RealSceneVideo(RealSceneConfig(height=480, width=854, length=100, tracked=(3, 3)), 0)
     start = time.perf_counter()
     for t in range(100):
@@ -185,6 +186,7 @@ def real_scenes(count: int, out: Path) -> int:
         },
         "samples": [{"dataset": name, "shape": shape, **stats} for name, shape, stats in rows],
         "real_scene_video_480x854_3_tracked_fps": fps,
+        "clip_statistics_192": contents,
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "data_speed_real_scenes.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -201,7 +203,31 @@ def real_scenes(count: int, out: Path) -> int:
         print(f"{name:28s} {shape:10s} mean {stats['mean_s'] * 1000:6.0f} ms  ({1 / stats['mean_s']:.1f} clips/s)"
               f"  max {stats['max_s'] * 1000:6.0f} ms")  # fmt: skip
     print(f"real-scene video 480×854, 3 tracked objects: {fps:.1f} frames/s")
+    print(f"clips at 192×192: {json.dumps(contents)}")
     return 0
+
+
+def clip_statistics(clips, count: int) -> dict:
+    """What the clips contain: tracked objects per clip, their frame-0 area (share of the frame), and the
+    share of objects that vanish in a later frame (left the frame or hidden) and of those that come back."""
+    areas, per_clip, vanish, back = [], [], 0, 0
+    for i in range(count):
+        masks = clips[i]["masks"]
+        ids = [int(j) for j in masks[0].unique() if j > 0]
+        per_clip.append(len(ids))
+        for j in ids:
+            present = (masks == j).flatten(1).any(1).tolist()
+            areas.append(float((masks[0] == j).float().mean()))
+            if not all(present):
+                vanish += 1
+                gone = present.index(False)
+                back += any(present[gone:])
+    quantiles = np.quantile(areas, [0.0, 0.1, 0.5, 0.9, 1.0]).round(4).tolist()
+    return {
+        "clips": count, "objects_per_clip": statistics.fmean(per_clip),
+        "frame0_area_min_p10_median_p90_max": quantiles,
+        "objects_vanishing": vanish / len(areas), "vanished_objects_returning": back / max(vanish, 1),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -479,10 +479,15 @@ class RealSceneVideo:
         if rng.random() < 0.15:
             speed *= 0.1  # standing about
         half = 0.75 * max(actor.sprite.shape[-2:]) * actor.scale / self._camera(0.0)[0]
-        exit_at = int(rng.integers(1, max(2, min(count - 2, 4)))) if actor.exits else -1
+        exits: set[int] = set()
+        if actor.exits:  # the first exit early, later ones now and then (never two keyframes running)
+            exits.add(int(rng.integers(1, max(2, min(count - 2, 4)))))
+            for k in range(min(exits) + 2, count - 1):
+                if k - 1 not in exits and rng.random() < 0.25:
+                    exits.add(k)
         keys, log_scale = [], 0.0
         for k in range(count):
-            if k == exit_at:  # walk out past the nearest side edge, come back at the next keyframe
+            if k in exits:  # walk out past the nearest side edge, come back at the next keyframe
                 side = -1.0 if x < W / 2 else 1.0
                 wx, wy = self._to_world(k * actor.interval, W / 2 + side * (W / 2 + half + 4), y)
                 keys.append([wx, wy, log_scale])
