@@ -79,6 +79,7 @@ class RealSceneConfig:
     camera_zoom: tuple[float, float] = (1.0, 1.8)
     occluder_probability: float = 0.6
     occluders: tuple[int, int] = (1, 2)
+    perspective_probability: float = 0.5  # objects grow as they walk down the frame (nearer)
     motion_blur: bool = True
     blur_samples: int = 3
     exposure: tuple[float, float] = (0.3, 1.0)  # shutter open, fraction of the frame interval
@@ -110,6 +111,7 @@ class RealSceneConfig:
         for name in (
             "lookalike_probability", "tracked_twins_probability", "exit_probability",
             "static_camera_probability", "occluder_probability", "min_visible", "person_probability",
+            "perspective_probability",
         ):  # fmt: skip
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -298,6 +300,7 @@ class RealSceneVideo:
             self._world = torch.cat([self._world, self._occluder])
         self.exposure = float(rng.uniform(*cfg.exposure))
         self.noise = float(rng.uniform(*cfg.noise))
+        self._perspective = bool(rng.random() < cfg.perspective_probability)
 
         # Appearances: tracked objects first, then look-alikes and the crowd.
         n = int(rng.integers(cfg.tracked[0], cfg.tracked[1] + 1))
@@ -485,16 +488,21 @@ class RealSceneVideo:
             for k in range(min(exits) + 2, count - 1):
                 if k - 1 not in exits and rng.random() < 0.25:
                     exits.add(k)
+        y0 = y
+
+        def depth(y: float) -> float:  # with perspective, objects lower in the frame are nearer: larger
+            return math.log((y / H + 0.25) / (y0 / H + 0.25)) if self._perspective else 0.0
+
         keys, log_scale = [], 0.0
         for k in range(count):
             if k in exits:  # walk out past the nearest side edge, come back at the next keyframe
                 side = -1.0 if x < W / 2 else 1.0
                 wx, wy = self._to_world(k * actor.interval, W / 2 + side * (W / 2 + half + 4), y)
-                keys.append([wx, wy, log_scale])
+                keys.append([wx, wy, log_scale + depth(y)])
                 heading = math.pi if side > 0 else 0.0
                 continue
             wx, wy = self._to_world(k * actor.interval, x, y)
-            keys.append([wx, wy, log_scale])
+            keys.append([wx, wy, log_scale + depth(y)])
             heading += rng.normal(0, 0.5)
             x += math.cos(heading) * speed
             y += 0.4 * math.sin(heading) * speed
