@@ -3,21 +3,22 @@
 A :class:`RealSceneVideo` films a still photograph (a wallpaper, a street, a room) with a camera that
 stands still or pans and zooms slowly, and moves objects through it: objects cut out of real photographs
 (:mod:`xmem.data.cutouts`), photographed stamps (:mod:`xmem.data.realphotos`) or, where neither is
-installed, random shapes textured from the scikit-image photographs. What makes it look like the clips the
-default model fails on:
+installed, random shapes textured from the photographs; a third of them are people where the library has
+people. What makes it look like the clips the default model fails on:
 
 - object sizes from ``object_area[0]`` to ``object_area[1]`` of the frame (0.5 % to 50 %), log-uniform;
 - look-alikes: unlabelled copies of a tracked object's appearance (a crowd of similar people), and a crowd
   of other unlabelled objects; sometimes two tracked objects share one appearance;
 - walking trajectories with momentum, in world coordinates, so that a panning camera moves everything;
-  objects leave the frame and come back; nearer objects (lower in the frame) pass in front;
+  objects leave the frame and come back; nearer objects (lower in the frame) pass in front, and in half
+  the videos grow as they walk down the frame (perspective);
 - foreground structures cut from the background photograph itself (a pillar, a railing, a block) that stay
   in front of every object: the objects pass behind parts of the real scene;
-- motion blur of fast objects and of a fast camera (several sub-frame renders averaged), soft edges,
-  brightness matched partly to the scene, sensor noise.
+- motion blur of fast objects (sub-frame renders averaged) and of a fast camera (the background smeared
+  along its motion), soft edges, brightness matched partly to the scene, sensor noise.
 
 No video file is ever read (the real benchmark's clips and OpenCV's ``vtest.avi`` stay out of training):
-:func:`resolved_sources` lists every file a config can read, and the tests check it.
+:func:`resolved_sources` lists every photograph, cut-out and stamp a config can read, and the tests check it.
 Frame t is rendered on demand and deterministically from (split, seed).
 """
 
