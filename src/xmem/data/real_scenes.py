@@ -163,11 +163,19 @@ class SceneLibrary:
             raise ValueError("a scene library needs at least one background photograph")
 
 
+# wheel photographs that show no scene (a microscope slide, the deep sky, coins on black): no backgrounds
+NOT_SCENES = frozenset({"immunohistochemistry", "hubble_deep_field", "coins"})
+
+
 @functools.lru_cache(maxsize=4)
 def scene_library(split: Split, cache: Path | None = None) -> SceneLibrary:
     """Everything installed for ``split``: the scene photographs of the manifest and the wheels'
     photographs as backgrounds, the cut-outs whose photograph is present, the stamps."""
-    backgrounds = [Backdrop(p.name, functools.partial(load_photograph, p)) for p in photographs(split)]
+    backgrounds = [
+        Backdrop(p.name, functools.partial(load_photograph, p))
+        for p in photographs(split)
+        if p.name not in NOT_SCENES
+    ]
     backgrounds += [
         Backdrop(p.name, functools.partial(load_package_photo, p, cache))
         for p in available_photos(split, PhotoKind.SCENE, cache)
