@@ -290,6 +290,8 @@ def test_every_cutout_has_its_mask_and_a_licence() -> None:
     items = cutouts()
     assert len(items) >= 30
     assert {CutoutKind.PERSON, CutoutKind.ANIMAL, CutoutKind.THING} <= {c.kind for c in items}
+    masks = {p.stem for p in mask_path(items[0]).parent.glob("*.png")}
+    assert masks == {c.name for c in items}, "a mask without its seeds, or seeds without their mask"
     for c in items:
         assert c.photo in known, c.name
         assert photo_licence(c.photo)
