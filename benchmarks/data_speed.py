@@ -2,6 +2,7 @@
 evaluation video.
 
     python benchmarks/data_speed.py              # 30 samples each (after 3 warm-up samples)
+    python benchmarks/data_speed.py --real-scenes --count 60   # the real-scene clips only
 
 - composite clips: CompositeClipDataset, 8 frames at 384×384, up to 3 objects, max skip 15, with
   photograph backgrounds, and with video backgrounds when Debian's opencv-doc clips and PyAV are present;
@@ -10,7 +11,12 @@ evaluation video.
   at 384×384 (JPEG decoding included);
 - evaluation video: CompositeVideo at 480×854, frames/s of sequential rendering.
 
-Results: benchmarks/results/data_speed.json and data_speed.csv.
+With ``--real-scenes``: RealSceneClipDataset (xmem.data.real_scenes; photographs from
+benchmarks/install_real_photos.py, cut-outs, stamps), 8 frames at 384×384 and at 192×192 (the size of
+configs/default-next-real-scenes.toml), max skip 15, and a real-scene video's frame rate at 480×854.
+Photographs are decoded once per process (as in a DataLoader worker), so the first samples are slower.
+
+Results: benchmarks/results/data_speed.json and data_speed.csv (real scenes: data_speed_real_scenes.*).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import statistics
 import sys
@@ -41,6 +48,13 @@ from xmem.data import (
     VOSDataset,
     background_videos,
     photo_static_dataset,
+)
+from xmem.data.real_scenes import (
+    RealSceneClipConfig,
+    RealSceneClipDataset,
+    RealSceneConfig,
+    RealSceneVideo,
+    scene_library,
 )
 from xmem.io.masks import write_index_mask
 
@@ -90,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--count", type=int, default=30)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--real-scenes", action="store_true", help="time the real-scene clips only")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.real_scenes:
+        return real_scenes(args.count, args.out)
     rows = []
 
     clip = CompositeClipConfig(video=CompositeConfig(length=1000), num_frames=8, max_objects=3, max_skip=15)
@@ -144,6 +161,73 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"composite evaluation video 480×854, 3 objects: {fps:.1f} frames/s")
     return 0
+
+
+def real_scenes(count: int, out: Path) -> int:
+    library = scene_library(Split.TRAIN)
+    rows = []
+    for size in (384, 192):
+        video = RealSceneConfig(height=size, width=size, length=300)
+        clips = RealSceneClipDataset(
+            RealSceneClipConfig(video=video, num_frames=8, max_skip=15, items=10_000)
+        )
+        rows.append((f"real-scene clip {size}×{size}", f"8×{size}×{size}", time_items(clips, count)))
+    contents = clip_statistics(clips, count)
+    video = RealSceneVideo(RealSceneConfig(height=480, width=854, length=100, tracked=(3, 3)), 0)
+    start = time.perf_counter()
+    for t in range(100):
+        video.frame(t)
+        video.mask(t)
+    fps = 100 / (time.perf_counter() - start)
+    report = {
+        "machine": {"cpu": cpu_name(), "threads": 1, "torch": torch.__version__, "load_average": os.getloadavg()},
+        "library": {
+            "backgrounds": len(library.backgrounds), "cutouts": len(library.cutouts), "stamps": len(library.stamps)
+        },
+        "samples": [{"dataset": name, "shape": shape, **stats} for name, shape, stats in rows],
+        "real_scene_video_480x854_3_tracked_fps": fps,
+        "clip_statistics_192": contents,
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data_speed_real_scenes.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    with open(out / "data_speed_real_scenes.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "shape", "mean_s", "median_s", "max_s", "clips_per_s"])
+        for name, shape, stats in rows:
+            writer.writerow(
+                [name, shape, f"{stats['mean_s']:.3f}", f"{stats['median_s']:.3f}", f"{stats['max_s']:.3f}",
+                 f"{1 / stats['mean_s']:.1f}"]
+            )  # fmt: skip
+    print(f"library: {report['library']}")
+    for name, shape, stats in rows:
+        print(f"{name:28s} {shape:10s} mean {stats['mean_s'] * 1000:6.0f} ms  ({1 / stats['mean_s']:.1f} clips/s)"
+              f"  max {stats['max_s'] * 1000:6.0f} ms")  # fmt: skip
+    print(f"real-scene video 480×854, 3 tracked objects: {fps:.1f} frames/s")
+    print(f"clips at 192×192: {json.dumps(contents)}")
+    return 0
+
+
+def clip_statistics(clips, count: int) -> dict:
+    """What the clips contain: tracked objects per clip, their frame-0 area (share of the frame), and the
+    share of objects that vanish in a later frame (left the frame or hidden) and of those that come back."""
+    areas, per_clip, vanish, back = [], [], 0, 0
+    for i in range(count):
+        masks = clips[i]["masks"]
+        ids = [int(j) for j in masks[0].unique() if j > 0]
+        per_clip.append(len(ids))
+        for j in ids:
+            present = (masks == j).flatten(1).any(1).tolist()
+            areas.append(float((masks[0] == j).float().mean()))
+            if not all(present):
+                vanish += 1
+                gone = present.index(False)
+                back += any(present[gone:])
+    quantiles = np.quantile(areas, [0.0, 0.1, 0.5, 0.9, 1.0]).round(4).tolist()
+    return {
+        "clips": count, "objects_per_clip": statistics.fmean(per_clip),
+        "frame0_area_min_p10_median_p90_max": quantiles,
+        "objects_vanishing": vanish / len(areas), "vanished_objects_returning": back / max(vanish, 1),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

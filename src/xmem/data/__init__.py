@@ -1,5 +1,6 @@
-"""Training data: static-image sequences, annotated videos (DAVIS / YouTube-VOS) and synthetic composite
-videos, all yielding one sample format (see :func:`xmem.data.sampling.build_sample`):
+"""Training data: static-image sequences, annotated videos (DAVIS / YouTube-VOS), synthetic composite
+videos and real-scene videos (real cut-outs moving through real photographs), all yielding one sample
+format (see :func:`xmem.data.sampling.build_sample`):
 
 - ``frames``: float32 T×3×H×W, RGB in [0, 1] (not normalised),
 - ``masks``: int64 T×H×W index masks, objects 1..n, 0 background,
@@ -12,6 +13,7 @@ Randomness is per item, from (seed, epoch, index): use :class:`ClipSampler` (or 
 
 from xmem.data.augment import AugmentConfig, ColorJitterRange, ResizedCrop, ZoomCrop
 from xmem.data.curriculum import SkipCurriculum
+from xmem.data.real_scenes import RealSceneClipConfig, RealSceneClipDataset, RealSceneConfig, RealSceneVideo
 from xmem.data.sampler import ClipSampler, ConcatClips
 from xmem.data.sampling import build_sample
 from xmem.data.seeding import ItemKey
@@ -46,6 +48,10 @@ __all__ = [
     "ItemKey",
     "MissingExtraError",
     "PhotoComposites",
+    "RealSceneClipConfig",
+    "RealSceneClipDataset",
+    "RealSceneConfig",
+    "RealSceneVideo",
     "ResizedCrop",
     "SkipCurriculum",
     "Split",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from xmem.config import ModelConfig
 from xmem.data import CompositeClipConfig, SkipCurriculum, StaticConfig, VOSConfig
+from xmem.data.real_scenes import RealSceneClipConfig
 from xmem.train.losses import LossConfig
 from xmem.train.validation import ValidationConfig
 
@@ -53,6 +54,16 @@ class SyntheticData:
 
 
 @dataclass(frozen=True)
+class RealScenesData:
+    """Clips of real-scene videos (real cut-out objects, look-alikes and crowds, occluding structures,
+    camera pans and zooms over real photographs; no video file), see
+    :class:`xmem.data.real_scenes.RealSceneClipConfig`."""
+
+    config: RealSceneClipConfig = field(default_factory=RealSceneClipConfig)
+    weight: int = 1
+
+
+@dataclass(frozen=True)
 class StaticData:
     """Static images with masks turned into short sequences by affine + thin-plate-spline warps.
     ``root``: a folder of image / mask pairs (X.jpg + X.png); ``None``: the bundled photographs with
@@ -82,11 +93,14 @@ class DataConfig:
     static: StaticData | None = None
     videos: tuple[VideoData, ...] = ()
     curriculum: SkipCurriculum = field(default_factory=SkipCurriculum)
+    real_scenes: RealScenesData | None = None
 
     def __post_init__(self) -> None:
         shapes = self.clip_shapes()
         if not shapes:
-            raise ValueError("a stage needs at least one data source (synthetic, static or videos)")
+            raise ValueError(
+                "a stage needs at least one data source (synthetic, real_scenes, static or videos)"
+            )
         if len(set(shapes.values())) > 1:
             detail = ", ".join(f"{k}: {v}" for k, v in shapes.items())
             raise ValueError(f"the data sources disagree on (frames, height, width, objects): {detail}")
@@ -103,6 +117,9 @@ class DataConfig:
         if self.synthetic is not None:
             c = self.synthetic.config
             shapes["synthetic"] = (c.num_frames, c.video.height, c.video.width, c.max_objects)
+        if self.real_scenes is not None:
+            c = self.real_scenes.config
+            shapes["real_scenes"] = (c.num_frames, c.video.height, c.video.width, c.max_objects)
         if self.static is not None:
             c = self.static.config
             shapes["static"] = (c.num_frames, c.size, c.size, c.max_objects)
@@ -114,6 +131,8 @@ class DataConfig:
         w = {}
         if self.synthetic is not None:
             w["synthetic"] = self.synthetic.weight
+        if self.real_scenes is not None:
+            w["real_scenes"] = self.real_scenes.weight
         if self.static is not None:
             w["static"] = self.static.weight
         for i, v in enumerate(self.videos):

@@ -17,6 +17,7 @@ from xmem.data import (
     VOSDataset,
     photo_static_dataset,
 )
+from xmem.data.real_scenes import RealSceneClipDataset
 from xmem.data.seeding import tag
 from xmem.train.config import StageConfig
 
@@ -57,6 +58,9 @@ def build_stage_dataset(stage: StageConfig, seed: int) -> MixtureDataset:
     if data.synthetic is not None:
         datasets.append(CompositeClipDataset(data.synthetic.config, seed=_source_seed(seed, "synthetic")))
         weights.append(data.synthetic.weight)
+    if data.real_scenes is not None:
+        datasets.append(RealSceneClipDataset(data.real_scenes.config, seed=_source_seed(seed, "real_scenes")))
+        weights.append(data.real_scenes.weight)
     if data.static is not None:
         s = data.static
         static_seed = _source_seed(seed, "static")
