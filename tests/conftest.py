@@ -61,9 +61,15 @@ def weights(tmp_path_factory) -> Path:
 
 
 def write_video(
-    path: Path, frames, fps: int = 10, codec: str = "libx264", rotation: int | None = None
+    path: Path,
+    frames,
+    fps: int = 10,
+    codec: str = "libx264",
+    rotation: int | None = None,
+    gop: int | None = None,
 ) -> Path:
-    """Encode H×W×3 uint8 frames with PyAV (yuv420p; ``rotation``: display matrix, degrees counterclockwise)."""
+    """Encode H×W×3 uint8 frames with PyAV (yuv420p; ``rotation``: display matrix, degrees counterclockwise;
+    ``gop``: a key frame every ``gop`` frames, with B-frames for H.264)."""
     import av
 
     frames = list(frames)
@@ -71,8 +77,12 @@ def write_video(
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if gop is not None:
+            stream.gop_size = gop
         if codec == "libx264":
             stream.options = {"crf": "12"}
+            if gop is not None:
+                stream.options = {"crf": "12", "bf": "2", "keyint": str(gop), "min-keyint": str(gop)}
         if rotation is not None:
             stream.set_display_rotation(rotation)
         for frame in frames:

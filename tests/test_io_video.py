@@ -56,30 +56,13 @@ def test_video_file_decodes_every_frame_lazily_with_names_and_rate(tmp_path):
     assert len(tail) == 3 and np.array_equal(tail[0], expected[9])
 
 
-def _write_gop_video(path, frames, gop: int, codec: str = "libx264", fps: int = 10):
-    """Like write_video, with a key frame every ``gop`` frames and (for H.264) B-frames."""
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.gop_size = gop
-        if codec == "libx264":
-            stream.options = {"crf": "12", "bf": "2", "keyint": str(gop), "min-keyint": str(gop)}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 @pytest.mark.parametrize(
     ("name", "codec"), [("clip.mp4", "libx264"), ("clip.mkv", "libx264"), ("clip.avi", "mpeg4")]
 )
 def test_a_later_start_seeks_to_the_key_frame_before_it_and_gives_the_same_frames(
     tmp_path, name, codec, monkeypatch
 ):
-    path = _write_gop_video(tmp_path / name, moving_square(40), gop=8, codec=codec)
+    path = write_video(tmp_path / name, moving_square(40), codec=codec, gop=8)
     expected = decode_video(path)
     video = VideoFile(path)
     for start in (1, 7, 8, 9, 23, 31, 39):
@@ -286,7 +269,7 @@ def test_shards_cover_every_video_once():
 def test_frames_in_order_forward_and_backward_by_windows(tmp_path, monkeypatch):
     from xmem.io.frames import FrameCache, frames_in_order
 
-    path = _write_gop_video(tmp_path / "clip.mp4", moving_square(30), gop=6)
+    path = write_video(tmp_path / "clip.mp4", moving_square(30), gop=6)
     expected = decode_video(path)
     video = VideoFile(path)
     for indices in (range(4, 30), range(29, -1, -1), range(17, 3, -1), range(5, 5)):

@@ -142,7 +142,7 @@ class Annotator:
 
     def frame_jpeg(self, index: int, width: int | None = None, quality: int = 85) -> bytes:
         """Frame ``index`` as a JPEG, scaled down to ``width`` pixels across (never up)."""
-        self._check_frame(index)
+        self.check_frame(index)
         full = self.session.width
         target = full if width is None else int(width)
         if target < MIN_VIEW_WIDTH:
@@ -209,7 +209,7 @@ class Annotator:
         if not 0 < radius <= MAX_BRUSH_RADIUS:
             raise ValueError(f"the brush radius must be in (0, {MAX_BRUSH_RADIUS}] pixels, got {radius}")
         self._check_points(points)
-        self._check_frame(frame)
+        self.check_frame(frame)
         with self._editing():
             self._check_object(obj_id)
             stroke = stroke_mask(self.session.height, self.session.width, points, radius)
@@ -250,7 +250,7 @@ class Annotator:
     def start_propagation(self, start: int, direction: Direction) -> Job:
         with self._lock:
             self._check_idle()
-            self._check_frame(start)
+            self.check_frame(start)
             if not self.session.mask(start).any():
                 raise ValueError(f"frame {start} has no mask to propagate from: annotate it first")
             ways = [Direction.FORWARD, Direction.BACKWARD] if direction is Direction.BOTH else [direction]
@@ -345,7 +345,7 @@ class Annotator:
         )
 
     # -- checks --------------------------------------------------------------------------------------------
-    def _check_frame(self, index: int) -> None:
+    def check_frame(self, index: int) -> None:
         n = self.session.num_frames
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
             raise ValueError(f"frame {index!r} is outside the video's {n} frames (0-{n - 1})")

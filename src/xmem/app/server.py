@@ -263,7 +263,7 @@ def create_app(annotator: Annotator, config: ServerConfig | None = None) -> Guar
 
     async def mask(request: Request) -> Response:
         index = _frame(request)
-        annotator._check_frame(index)
+        annotator.check_frame(index)
         data = await threaded(annotator.mask_png)(index)
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 

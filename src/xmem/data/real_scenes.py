@@ -34,14 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xmem.data.augment import AugmentConfig, ClipAugmenter
+from xmem.data.augment import AugmentConfig
 from xmem.data.cutouts import available_cutouts, load_cutout
 from xmem.data.geometry import sampling_grid
 from xmem.data.realphotos import PhotoKind, available_photos, load_package_photo
-from xmem.data.sampling import build_sample, maybe_reverse, sample_frame_indices, select_objects
-from xmem.data.seeding import ItemKey, resolve_key, rng_for, tag
+from xmem.data.seeding import rng_for, tag
 from xmem.data.shapes import random_shape
 from xmem.data.sources import Split, load_photograph, photographs
+from xmem.data.synthetic import CompositeClipDataset
 
 _VIDEO_TAG = tag("xmem.data.real_scenes.RealSceneVideo")
 _CLIP_TAG = tag("xmem.data.real_scenes.RealSceneClipDataset")
@@ -743,54 +743,19 @@ class RealSceneClipConfig:
             raise ValueError("the real-scene videos must be at least num_frames long")
 
 
-class RealSceneClipDataset(torch.utils.data.Dataset):
+class RealSceneClipDataset(CompositeClipDataset):
     """Training clips cut from fresh real-scene videos. Item ``index`` of ``epoch`` is determined by
     (split, ``seed``, epoch, index); look items up by :class:`~xmem.data.seeding.ItemKey` or by plain
     index after :meth:`set_epoch` / :meth:`set_max_skip`."""
 
+    _kind = "real-scene"
+    _tag = _CLIP_TAG
+
     def __init__(
         self, config: RealSceneClipConfig | None = None, *, seed: int = 0, library: SceneLibrary | None = None
     ) -> None:
-        self.config = config if config is not None else RealSceneClipConfig()
-        if seed < 0:
-            raise ValueError("seed must be non-negative")
-        self.seed = seed
-        self.epoch = 0
-        self.max_skip = self.config.max_skip
+        super().__init__(config if config is not None else RealSceneClipConfig(), seed=seed)  # type: ignore[arg-type]
         self.library = library
-        video = self.config.video
-        self._augment = (
-            ClipAugmenter(self.config.augment, (video.height, video.width)) if self.config.augment else None
-        )
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def set_max_skip(self, max_skip: int) -> None:
-        self.max_skip = max_skip
-
-    def __len__(self) -> int:
-        return self.config.items
-
-    def __getitem__(self, key: int | ItemKey) -> dict[str, torch.Tensor]:
-        cfg = self.config
-        index, epoch, max_skip = resolve_key(key, epoch=self.epoch, max_skip=self.max_skip, length=len(self))
-        rng = rng_for(_CLIP_TAG, cfg.video.split.code, self.seed, epoch, index)
-        min_pixels = max(1, round(cfg.min_object_fraction * cfg.video.height * cfg.video.width))
-        for _ in range(50):
-            video = RealSceneVideo(cfg.video, int(rng.integers(2**62)), self.library)
-            times = sample_frame_indices(rng, len(video), cfg.num_frames, max_skip)
-            times = maybe_reverse(rng, times, cfg.reverse_probability)
-            rendered = {t: video.render(t) for t in sorted(times)}
-            frames = [rendered[t][0] for t in times]
-            masks = [rendered[t][1] for t in times]
-            if self._augment is not None:
-                frames_t, masks_t = self._augment(rng, frames, masks)
-            else:
-                frames_t, masks_t = torch.stack(frames), torch.stack(masks)
-            objects = select_objects(masks_t[0], rng, max_objects=cfg.max_objects, min_pixels=min_pixels)
-            if objects:
-                break
-        else:  # pragma: no cover - frame-0 placement makes this practically impossible
-            raise RuntimeError("no real-scene clip with a visible object in 50 tries")
-        return build_sample(frames_t, masks_t, objects, cfg.max_objects)
+    def _video(self, seed: int) -> RealSceneVideo:
+        return RealSceneVideo(self.config.video, seed, self.library)  # type: ignore[arg-type]

@@ -449,6 +449,13 @@ class CompositeClipDataset(torch.utils.data.Dataset):
             ClipAugmenter(self.config.augment, (video.height, video.width)) if self.config.augment else None
         )
 
+    _kind = "composite"
+    _tag = _CLIP_TAG
+
+    def _video(self, seed: int):
+        """The video a clip is cut from (subclasses make other kinds)."""
+        return CompositeVideo(self.config.video, seed)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -461,10 +468,10 @@ class CompositeClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: int | ItemKey) -> dict[str, torch.Tensor]:
         cfg = self.config
         index, epoch, max_skip = resolve_key(key, epoch=self.epoch, max_skip=self.max_skip, length=len(self))
-        rng = rng_for(_CLIP_TAG, cfg.video.split.code, self.seed, epoch, index)
+        rng = rng_for(self._tag, cfg.video.split.code, self.seed, epoch, index)
         min_pixels = max(1, round(cfg.min_object_fraction * cfg.video.height * cfg.video.width))
         for _ in range(50):
-            video = CompositeVideo(cfg.video, int(rng.integers(2**62)))
+            video = self._video(int(rng.integers(2**62)))
             times = sample_frame_indices(rng, len(video), cfg.num_frames, max_skip)
             times = maybe_reverse(rng, times, cfg.reverse_probability)
             rendered = {t: video.render(t) for t in sorted(times)}  # in time order: sequential decoding
@@ -478,5 +485,5 @@ class CompositeClipDataset(torch.utils.data.Dataset):
             if objects:
                 break
         else:  # pragma: no cover - frame-0 placement makes this practically impossible
-            raise RuntimeError("no composite clip with a visible object in 50 tries")
+            raise RuntimeError(f"no {self._kind} clip with a visible object in 50 tries")
         return build_sample(frames_t, masks_t, objects, cfg.max_objects)
