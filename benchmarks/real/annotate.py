@@ -21,7 +21,7 @@ Per object (``options``): ``bg``, background strokes on every frame (for backgro
 ``core``, a fraction: an ellipse of that fraction of the box's size at its centre is certainly the object
 (for small compact objects); ``keep`` (``seeded``: the connected parts that touch a foreground seed, or the
 largest part when there is none; ``all``: every part), ``fill`` (fill holes). Objects are painted in id
-order, a later one over an earlier one. The resolved seeds of every annotated frame are written next to the
+order, a later one over an earlier one, unless the file gives an ``order`` (front-most last). The resolved seeds of every annotated frame are written next to the
 masks (``seeds-resolved.json``) so that each mask's seeds can be read without the interpolation rule.
 """
 
@@ -176,10 +176,13 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return binary_fill_holes(mask)
 
 
-def seeds_to_mask(image: np.ndarray, objects: dict[int, ObjectSeeds]) -> np.ndarray:
-    """The H×W uint8 index mask of ``image`` from each object's seeds; objects painted in id order."""
+def seeds_to_mask(
+    image: np.ndarray, objects: dict[int, ObjectSeeds], order: list[int] | None = None
+) -> np.ndarray:
+    """The H×W uint8 index mask of ``image`` from each object's seeds; objects painted in ``order`` (default:
+    id order), each over the ones before."""
     mask = np.zeros(image.shape[:2], dtype=np.uint8)
-    for obj_id in sorted(objects):
+    for obj_id in order or sorted(objects):
         mask[object_mask(image, objects[obj_id])] = obj_id
     return mask
 
@@ -327,7 +330,7 @@ def annotate_clip(clip: Clip, cache: Path, sheet: Path | None, frames: list[int]
         resolved_all[str(local)] = {str(k): v.to_json() for k, v in resolved.items()}
         if local not in wanted:
             continue
-        mask = seeds_to_mask(frame, resolved)
+        mask = seeds_to_mask(frame, resolved, seeds.get("order"))
         if write:
             annotation_path(clip, local).parent.mkdir(parents=True, exist_ok=True)
             write_index_mask(annotation_path(clip, local), mask)
