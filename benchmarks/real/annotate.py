@@ -21,8 +21,9 @@ Per object (``options``): ``bg``, background strokes on every frame (for backgro
 ``core``, a fraction: an ellipse of that fraction of the box's size at its centre is certainly the object
 (for small compact objects); ``keep`` (``seeded``: the connected parts that touch a foreground seed, or the
 largest part when there is none; ``all``: every part), ``fill`` (fill holes). Objects are painted in id
-order, a later one over an earlier one, unless the file gives an ``order`` (front-most last). The resolved seeds of every annotated frame are written next to the
-masks (``seeds-resolved.json``) so that each mask's seeds can be read without the interpolation rule.
+order, a later one over an earlier one, unless the file gives an ``order`` (front-most last). The resolved
+seeds of every annotated frame are written next to the masks (``seeds-resolved.json``) so that each mask's
+seeds can be read without the interpolation rule.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from realclips import (  # noqa: E402
+from realclips import (
     DEFAULT_CACHE,
     Clip,
     ClipError,
@@ -48,8 +49,8 @@ from realclips import (  # noqa: E402
     seeds_path,
 )
 
-from xmem.io.atomic import atomic_write  # noqa: E402
-from xmem.io.masks import write_index_mask  # noqa: E402
+from xmem.io.atomic import atomic_write
+from xmem.io.masks import write_index_mask
 
 GC_ITERATIONS = 5
 
@@ -122,7 +123,7 @@ def object_mask(image: np.ndarray, seeds: ObjectSeeds) -> np.ndarray:
         return canvas.astype(bool)
     if seeds.box is None:
         raise ValueError("an object's seeds need a box (or only_poly)")
-    x0, y0, x1, y1 = (int(round(v)) for v in seeds.box)
+    x0, y0, x1, y1 = (round(v) for v in seeds.box)
     x0, x1 = sorted((max(0, min(w - 1, x0)), max(0, min(w - 1, x1))))
     y0, y1 = sorted((max(0, min(h - 1, y0)), max(0, min(h - 1, y1))))
     # work on a crop around the box: GrabCut's colour models stay local, and large frames stay fast
@@ -250,7 +251,7 @@ def _interpolated_box(keyframes: dict, obj: int, frame: int, keys: list[int]) ->
         return tuple(int(v) for v in box_a)
     box_b = np.array(keyframes[b][str(obj)]["box"], dtype=float)
     t = (frame - a) / (b - a)
-    return tuple(int(round(v)) for v in (1 - t) * box_a + t * box_b)
+    return tuple(round(v) for v in (1 - t) * box_a + t * box_b)
 
 
 # ----------------------------------------------------------------------------------------------- pictures
@@ -273,7 +274,9 @@ def overlay_tile(frame: np.ndarray, mask: np.ndarray, seeds: dict[int, ObjectSee
         if s.box is not None and not s.absent:
             draw.rectangle(s.box, outline=colour, width=1)
         for stroke in s.fg:
-            draw.line([tuple(p) for p in stroke] * (1 if len(stroke) > 1 else 2), fill=(255, 255, 255), width=2)
+            draw.line(
+                [tuple(p) for p in stroke] * (1 if len(stroke) > 1 else 2), fill=(255, 255, 255), width=2
+            )
         for stroke in s.bg:
             draw.line([tuple(p) for p in stroke] * (1 if len(stroke) > 1 else 2), fill=(0, 0, 0), width=2)
     draw.text((4, 4), label, fill=(255, 255, 0))
@@ -299,7 +302,7 @@ def contact_sheet(tiles: list, path: Path, width: int = 480, columns: int = 3) -
     if not tiles:
         return
     scale = width / tiles[0].width
-    size = (width, int(round(tiles[0].height * scale)))
+    size = (width, round(tiles[0].height * scale))
     rows = (len(tiles) + columns - 1) // columns
     sheet = Image.new("RGB", (size[0] * columns, size[1] * rows), "white")
     for k, tile in enumerate(tiles):
@@ -354,8 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", action="append", help="a clip of clips.json (repeatable)")
     parser.add_argument("--all", action="store_true", help="every clip of the manifest")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where fetch_clips.py put the videos")
-    parser.add_argument("--frames", help="only these local frames, comma-separated (default: every annotated)")
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="where fetch_clips.py put the videos"
+    )
+    parser.add_argument(
+        "--frames", help="only these local frames, comma-separated (default: every annotated)"
+    )
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of overlays (one clip)")
     parser.add_argument("--grid", type=Path, help="write the frames with a pixel grid instead (one clip)")
     parser.add_argument("--no-write", action="store_true", help="do not write the masks")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from realclips import DEFAULT_CACHE, ClipError, clip_frames, load_manifest, video_path  # noqa: E402
+from realclips import DEFAULT_CACHE, ClipError, clip_frames, load_manifest, video_path
 
 
 def main(argv: list[str] | None = None) -> int:

