@@ -13,7 +13,9 @@ A clip's seeds (``<clip>/seeds.json``) hold, per key frame (local index) and obj
   last one);
 - ``fg`` / ``bg``: strokes, each a list of ``[x, y]`` points drawn as a polyline of radius ``r`` (default 3),
   that are certainly the object / certainly not;
-- ``poly``: polygons that are certainly the object (filled);
+- ``poly``: polygons that are certainly the object (filled), given to GrabCut as seeds;
+- ``add``: polygons added to GrabCut's result without steering it (for parts whose colours are the
+  background's, such as dark hair on a dark wall);
 - ``only_poly``: the mask is the union of ``poly``, no GrabCut (for what GrabCut cannot separate);
 - ``absent``: the object is hidden or out of the frame (also on the frames after, until the next entry).
 
@@ -63,6 +65,7 @@ class ObjectSeeds:
     fg: list[list[tuple[int, int]]] = field(default_factory=list)
     bg: list[list[tuple[int, int]]] = field(default_factory=list)
     poly: list[list[tuple[int, int]]] = field(default_factory=list)
+    add: list[list[tuple[int, int]]] = field(default_factory=list)
     r: int = 3
     only_poly: bool = False
     absent: bool = False
@@ -74,7 +77,7 @@ class ObjectSeeds:
         if self.absent:
             return {"absent": True}
         out: dict = {"box": list(self.box) if self.box else None}
-        for key in ("fg", "bg", "poly"):
+        for key in ("fg", "bg", "poly", "add"):
             if getattr(self, key):
                 out[key] = [[list(p) for p in s] for s in getattr(self, key)]
         if self.only_poly:
@@ -149,6 +152,10 @@ def object_mask(image: np.ndarray, seeds: ObjectSeeds) -> np.ndarray:
     if seeds.fill:
         fg = _fill_holes(fg)
     out[cy0:cy1, cx0:cx1] = fg
+    if seeds.add:
+        extra = np.zeros((h, w), dtype=np.uint8)
+        _fill_polys(extra, seeds.add, 1)
+        out |= extra.astype(bool)
     return out
 
 
@@ -197,6 +204,7 @@ def _entry(raw: dict) -> ObjectSeeds:
         fg=pts(raw.get("fg", [])),
         bg=pts(raw.get("bg", [])),
         poly=pts(raw.get("poly", [])),
+        add=pts(raw.get("add", [])),
         r=int(raw.get("r", 3)),
         only_poly=bool(raw.get("only_poly", False)),
         absent=bool(raw.get("absent", False)),
