@@ -188,6 +188,8 @@ def main() -> None:
         for _ in range(20):  # take the strokes back: frame 5 becomes an ordinary frame again
             client.call("POST", "/api/frames/5/undo")
 
+        for _ in range(40):  # the page has been looked through: the view's frame cache is in use
+            client.call("GET", f"/api/frames/{rng.randrange(args.frames)}.jpg?width=640")
         client.json("POST", "/api/propagate", {"frame": 0, "direction": "forward"})
         job = client.wait()
         results["propagation"] = {k: job[k] for k in ("done", "frames_per_second", "elapsed_s")}

@@ -29,7 +29,9 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -51,7 +53,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from xmem.app.annotator import Annotator, Busy
+from xmem.app.annotator import Annotator, Busy, MainThreadRunner
 from xmem.interactive.export import OVERLAY_NAME, SUMMARY_NAME, ZIP_NAME, ExportOptions
 from xmem.interactive.session import Direction
 
@@ -488,16 +490,32 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(annotator: Annotator, sock: socket.socket, config: ServerConfig) -> None:
-    """Serve on the bound ``sock`` until Ctrl-C; the running job is cancelled on the way out."""
+    """Serve on the bound ``sock`` until Ctrl-C (or SIGTERM). The web server runs on a thread; propagations
+    and exports run on this (the main) thread, where PyTorch is fastest. A running job is cancelled on the
+    way out; every mask it wrote is whole."""
     import uvicorn
 
     server = uvicorn.Server(
         uvicorn.Config(create_app(annotator, config), log_level="warning", timeout_graceful_shutdown=2)
     )
+    runner = MainThreadRunner()
+    annotator.runner = runner
+    web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="xmem-web", daemon=True)
+
+    def stop(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    web.start()
     try:
-        server.run(sockets=[sock])
+        runner.run(keep_going=web.is_alive)
+    except KeyboardInterrupt:
+        pass
     finally:
-        annotator.close()
+        signal.signal(signal.SIGTERM, previous)
+        annotator.cancel()
+        server.should_exit = True
+        web.join(10)
         sock.close()
 
 

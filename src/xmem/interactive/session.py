@@ -85,7 +85,7 @@ class VideoSession:
         config: InferenceConfig | None = None,
         *,
         predictor: MaskPredictor | None = None,
-        cache_frames: int = 64,
+        cache_frames: int = 16,
         workspace: str | Path | None = None,
     ) -> None:
         if model is None:
