@@ -443,3 +443,17 @@ def test_annotate_command_errors(tmp_path, folder, weights, capsys):
     with hold_workspace(tmp_path / "busy"):
         code = main(["annotate", str(folder), "--workspace", str(tmp_path / "busy"), "--port", "0", *flags])
     check_error(capsys, code, "in use by xmem annotate (pid")
+
+
+def test_warm_up_runs_the_click_method_once_and_survives_its_failure(app):
+    _, annotator, _ = app
+    calls = []
+
+    class Recording:
+        def predict(self, image, prompt):
+            calls.append((image.shape, prompt.points.tolist()))
+            raise RuntimeError("no model here")
+
+    annotator.session.predictor = Recording()
+    annotator.warm_up()  # the failure is logged, not raised
+    assert calls == [((64, 64, 3), [[32.0, 32.0]])]

@@ -289,7 +289,11 @@ def test_frames_in_order_forward_and_backward_by_windows(tmp_path, monkeypatch):
 
     monkeypatch.setattr(VideoFile, "frames", spy)
     cache = FrameCache(video, capacity=8)
-    assert np.array_equal(cache[20], expected[20]) and starts == [20]  # a jump: 20-23
-    for i in range(19, 11, -1):  # walking back: 16-19, then 12-15
+    assert np.array_equal(cache[20], expected[20]) and starts == [20]  # a jump: a reader at 20
+    for i in range(19, 11, -1):  # walking back: windows 16-19, then 12-15
         assert np.array_equal(cache[i], expected[i])
     assert starts == [20, 16, 12]
+    for i in range(21, 29):  # walking forward from 20: the reader goes on
+        assert np.array_equal(cache[i], expected[i])
+    assert starts == [20, 16, 12] and len(cache._frames) == 8
+    assert np.array_equal(cache[3], expected[3]) and starts == [20, 16, 12, 3]  # another jump

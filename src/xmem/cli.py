@@ -436,6 +436,7 @@ def _serve_session(
     except ValueError as exc:
         raise InputError(str(exc)) from None
     annotator = Annotator(session, args.workspace / "export")
+    annotator.warm_up()
     server = ServerConfig(allowed_hosts=allowed_hosts_for(args.host, args.allow_host))
     if args.token is not None:
         server = dataclasses.replace(server, token=args.token)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from xmem.interactive.clicks import Prompt
 from xmem.interactive.export import ExportOptions, ExportStopped, export_session
 from xmem.interactive.session import Direction, VideoSession
 from xmem.io.frames import FrameCache
@@ -147,6 +148,16 @@ class Annotator:
         self._cancel = threading.Event()
         self._jobs = 0
         self.version = 0  # counts changes of masks, objects and jobs, for the page to know when to reload
+
+    def warm_up(self) -> None:
+        """Run the click method once on a small image, so that the first click on the page does not wait
+        for its libraries to load (OpenCV's GrabCut: about 0.2 s)."""
+        image = np.zeros((64, 64, 3), np.uint8)
+        image[16:48, 16:48] = 200
+        try:
+            self.session.predictor.predict(image, Prompt(points=[[32, 32]], labels=[1]))
+        except Exception as exc:  # a predictor that cannot run here says so on the first real click
+            log.debug("warm-up of the click method failed: %s", exc)
 
     # -- reading -------------------------------------------------------------------------------------------
     def info(self) -> dict[str, object]:

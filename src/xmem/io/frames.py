@@ -208,10 +208,10 @@ class FrameGlob(ImageSequence):
 class FrameCache:
     """Random access to a frame source, holding at most ``capacity`` decoded frames.
 
-    A missing frame is read with ``capacity // 2`` frames: the ones after it, or the ones before it when
-    the frame after it is held (walking backward), so that walking through the video either way decodes
-    each window once and a jump decodes no frame before the one asked for. Frame folders read the window's
-    files directly; video files decode from the start of the window's first frame's file position.
+    A jump starts a reader at the frame asked for (a video file seeks to the key frame before it) and a
+    step forward goes on with the same reader, so that walking forward decodes each frame once and a jump
+    decodes no frame after the one asked for. Walking backward reads a window of ``capacity // 2`` frames
+    that ends at the frame asked for. Not thread-safe: one caller at a time.
     """
 
     def __init__(self, source: FrameSource, capacity: int = 64) -> None:
@@ -220,6 +220,8 @@ class FrameCache:
         self.source = source
         self.capacity = capacity
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._reader: Iterator[np.ndarray] | None = None
+        self._next = -1  # the index the reader gives next
         length = source.length
         self.length = length if length is not None else sum(1 for _ in source.frames())
         if self.length == 0:
@@ -232,24 +234,36 @@ class FrameCache:
         if not 0 <= index < self.length:
             raise IndexError(f"frame {index} is outside the video's {self.length} frames")
         if index not in self._frames:
-            half = self.capacity // 2
-            if index + 1 in self._frames:  # walking backward: the window ends at the frame asked for
-                first, last = max(0, index - half + 1), index + 1
-            else:  # a jump or walking forward: the window starts there
-                first, last = index, min(self.length, index + half)
-            for offset, frame in enumerate(self.source.frames(first)):
-                i = first + offset
-                if i >= last:
-                    break
-                self._frames[i] = frame
-                self._frames.move_to_end(i)
-            self._frames.move_to_end(index)
-        else:
-            self._frames.move_to_end(index)
+            if index + 1 in self._frames:  # walking backward: a window that ends at the frame asked for
+                first = max(0, index - self.capacity // 2 + 1)
+                frames = self.source.frames(first)
+                try:
+                    for i, frame in zip(range(first, index + 1), frames, strict=False):
+                        self._frames[i] = frame
+                        self._frames.move_to_end(i)
+                finally:
+                    _close(frames)
+            else:  # a jump, or a step forward: the open reader goes on
+                if self._reader is None or self._next != index:
+                    if self._reader is not None:
+                        _close(self._reader)
+                    self._reader, self._next = self.source.frames(index), index
+                frame = next(self._reader, None)
+                if frame is None:
+                    raise IndexError(f"{self.source.location}: frame {index} could not be read")
+                self._frames[index] = frame
+                self._next = index + 1
+        self._frames.move_to_end(index)
         frame = self._frames[index]
         while len(self._frames) > self.capacity:
             self._frames.popitem(last=False)
         return frame
+
+
+def _close(frames: Iterator[np.ndarray]) -> None:
+    close = getattr(frames, "close", None)
+    if close is not None:
+        close()
 
 
 def frames_in_order(source: FrameSource, indices: range, chunk: int = 32) -> Iterator[np.ndarray]:
@@ -263,9 +277,7 @@ def frames_in_order(source: FrameSource, indices: range, chunk: int = 32) -> Ite
             for _, frame in zip(indices, frames, strict=False):
                 yield frame
         finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
+            _close(frames)
         return
     if indices.step != -1:
         raise ValueError(f"frames_in_order takes ranges with step 1 or -1, got {indices.step}")
@@ -279,8 +291,6 @@ def frames_in_order(source: FrameSource, indices: range, chunk: int = 32) -> Ite
             for _, frame in zip(range(first, end + 1), frames, strict=False):
                 window.append(frame)
         finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
+            _close(frames)
         yield from reversed(window)
         end = first - 1
