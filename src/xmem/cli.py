@@ -41,6 +41,12 @@ from xmem.weights import default_weights_path
 log = logging.getLogger("xmem")
 
 
+def _add_weights_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth; default: the embedded XMem-Lite model)"
+    )
+
+
 # -- xmem segment ------------------------------------------------------------------------------------------
 def _add_segment_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -96,9 +102,7 @@ def _add_segment_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="output folder (with --dataset: one folder per video in it)"
     )
-    p.add_argument(
-        "--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth; default: the embedded XMem-Lite model)"
-    )
+    _add_weights_argument(p)
     p.add_argument(
         "--overlay",
         type=Path,
@@ -357,9 +361,7 @@ def _add_annotate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workspace", type=Path, required=True, help="folder of the session (masks, history, exports)"
     )
-    p.add_argument(
-        "--weights", type=Path, help="XMem checkpoint (e.g. XMem.pth; default: the embedded XMem-Lite model)"
-    )
+    _add_weights_argument(p)
     p.add_argument(
         "--click-weights",
         type=Path,

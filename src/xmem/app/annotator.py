@@ -141,6 +141,9 @@ class Annotator:
         # the view decodes with its own cache: a propagation walks the session's cache on another thread
         self._view_frames = FrameCache(session.frames.source, view_cache_frames)
         self._jpegs: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        buffer = io.BytesIO()  # the answer for every frame without a mask
+        Image.new("L", (session.width, session.height), 0).save(buffer, format="PNG")
+        self._empty_png = buffer.getvalue()
         self._job: Job | None = None
         self.runner = runner if runner is not None else ThreadRunner()
         self._finished = threading.Event()  # set while no job runs
@@ -218,11 +221,7 @@ class Annotator:
     def mask_png(self, index: int) -> bytes:
         """Frame ``index``'s index mask as a grey PNG (pixel value = object id; all zero without a mask)."""
         data = self.session.mask_png(index)
-        if data is None:
-            buffer = io.BytesIO()
-            Image.new("L", (self.session.width, self.session.height), 0).save(buffer, format="PNG")
-            data = buffer.getvalue()
-        return data
+        return data if data is not None else self._empty_png
 
     # -- edits ---------------------------------------------------------------------------------------------
     @contextlib.contextmanager

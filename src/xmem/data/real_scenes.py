@@ -34,14 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xmem.data.augment import AugmentConfig
 from xmem.data.cutouts import available_cutouts, load_cutout
 from xmem.data.geometry import sampling_grid
 from xmem.data.realphotos import PhotoKind, available_photos, load_package_photo
 from xmem.data.seeding import rng_for, tag
 from xmem.data.shapes import random_shape
 from xmem.data.sources import Split, load_photograph, photographs
-from xmem.data.synthetic import CompositeClipDataset
+from xmem.data.synthetic import CompositeClipConfig, CompositeClipDataset
 
 _VIDEO_TAG = tag("xmem.data.real_scenes.RealSceneVideo")
 _CLIP_TAG = tag("xmem.data.real_scenes.RealSceneClipDataset")
@@ -722,25 +721,13 @@ class RealSceneVideo:
 
 
 @dataclass(frozen=True)
-class RealSceneClipConfig:
-    """Training clips of real-scene videos, in the common sample format: ``num_frames`` frames at most
-    ``max_skip`` apart (the curriculum changes it), reversed with ``reverse_probability``, up to
-    ``max_objects`` tracked objects with at least ``min_object_fraction`` of the frame in frame 0."""
+class RealSceneClipConfig(CompositeClipConfig):
+    """Training clips of real-scene videos, in the common sample format: the settings of
+    :class:`~xmem.data.synthetic.CompositeClipConfig`, with real-scene videos (300 frames) and objects down
+    to 0.1% of the frame in frame 0."""
 
-    video: RealSceneConfig = field(default_factory=lambda: RealSceneConfig(length=300))
-    num_frames: int = 8
-    max_objects: int = 3
-    max_skip: int = 5
-    reverse_probability: float = 0.5
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig.photometric)
+    video: RealSceneConfig = field(default_factory=lambda: RealSceneConfig(length=300))  # type: ignore[assignment]
     min_object_fraction: float = 0.001
-    items: int = 10_000
-
-    def __post_init__(self) -> None:
-        if self.num_frames < 1 or self.max_objects < 1 or self.max_skip < 1 or self.items < 1:
-            raise ValueError(f"invalid clip settings: {self}")
-        if self.video.length < self.num_frames:
-            raise ValueError("the real-scene videos must be at least num_frames long")
 
 
 class RealSceneClipDataset(CompositeClipDataset):
@@ -754,7 +741,7 @@ class RealSceneClipDataset(CompositeClipDataset):
     def __init__(
         self, config: RealSceneClipConfig | None = None, *, seed: int = 0, library: SceneLibrary | None = None
     ) -> None:
-        super().__init__(config if config is not None else RealSceneClipConfig(), seed=seed)  # type: ignore[arg-type]
+        super().__init__(config if config is not None else RealSceneClipConfig(), seed=seed)
         self.library = library
 
     def _video(self, seed: int) -> RealSceneVideo:

@@ -428,7 +428,7 @@ class CompositeClipConfig:
         if self.num_frames < 1 or self.max_objects < 1 or self.max_skip < 1 or self.items < 1:
             raise ValueError(f"invalid clip settings: {self}")
         if self.video.length < self.num_frames:
-            raise ValueError("the composite videos must be at least num_frames long")
+            raise ValueError(f"the videos must be at least num_frames ({self.num_frames}) long")
 
 
 class CompositeClipDataset(torch.utils.data.Dataset):

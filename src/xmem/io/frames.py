@@ -236,13 +236,9 @@ class FrameCache:
         if index not in self._frames:
             if index + 1 in self._frames:  # walking backward: a window that ends at the frame asked for
                 first = max(0, index - self.capacity // 2 + 1)
-                frames = self.source.frames(first)
-                try:
-                    for i, frame in zip(range(first, index + 1), frames, strict=False):
-                        self._frames[i] = frame
-                        self._frames.move_to_end(i)
-                finally:
-                    _close(frames)
+                for i, frame in enumerate(read_range(self.source, first, index + 1), start=first):
+                    self._frames[i] = frame
+                    self._frames.move_to_end(i)
             else:  # a jump, or a step forward: the open reader goes on
                 if self._reader is None or self._next != index:
                     if self._reader is not None:
@@ -258,6 +254,15 @@ class FrameCache:
         while len(self._frames) > self.capacity:
             self._frames.popitem(last=False)
         return frame
+
+
+def read_range(source: FrameSource, first: int, stop: int) -> list[np.ndarray]:
+    """Frames ``first`` .. ``stop - 1`` of ``source``, in one pass of its reader (closed afterwards)."""
+    frames = source.frames(first)
+    try:
+        return [frame for _, frame in zip(range(first, stop), frames, strict=False)]
+    finally:
+        _close(frames)
 
 
 def _close(frames: Iterator[np.ndarray]) -> None:
@@ -285,12 +290,5 @@ def frames_in_order(source: FrameSource, indices: range, chunk: int = 32) -> Ite
     low = indices[-1]
     while end >= low:
         first = max(low, end - chunk + 1)
-        window = []
-        frames = source.frames(first)
-        try:
-            for _, frame in zip(range(first, end + 1), frames, strict=False):
-                window.append(frame)
-        finally:
-            _close(frames)
-        yield from reversed(window)
+        yield from reversed(read_range(source, first, end + 1))
         end = first - 1

@@ -29,7 +29,7 @@ from xmem.inference.preprocess import processing_size
 from xmem.inference.segmenter import index_mask_from_probabilities, propagate_from
 from xmem.io.atomic import atomic_write
 from xmem.io.errors import InputError
-from xmem.io.frames import FrameCache, FrameSource
+from xmem.io.frames import FrameSource, frames_in_order, read_range
 from xmem.io.masks import read_index_mask, write_index_mask, write_probability_map
 from xmem.io.overlay import OverlayWriter, check_overlay_path
 from xmem.io.prompts import Prompts
@@ -344,7 +344,6 @@ class SegmentJob:
     def _backward_passes(self) -> None:
         """Trace the objects each prompt introduces back over the frames before it, down to the previous
         prompted frame (or the start), drawing them where the forward pass left background."""
-        frames = FrameCache(self.source)
         known: set[int] = set()
         previous = -1
         for k in self.prompts.indices:
@@ -357,14 +356,16 @@ class SegmentJob:
             if not new or len(span) == 0:
                 continue
             first = np.where(np.isin(prompt, new), prompt, 0).astype(prompt.dtype)
-            traced_masks = propagate_from(self.core, frames[k], first, new, (frames[i] for i in span))
-            for index, traced in zip(span, traced_masks, strict=True):
-                path = self.mask_path(index)
-                mask = read_index_mask(path)
-                fill = (mask == 0) & (traced != 0)
-                if fill.any():
-                    mask[fill] = traced[fill]
-                    write_index_mask(path, mask)
+            start = read_range(self.source, k, k + 1)[0]
+            with Prefetcher(frames_in_order(self.source, span)) as ahead:
+                traced_masks = propagate_from(self.core, start, first, new, ahead)
+                for index, traced in zip(span, traced_masks, strict=True):
+                    path = self.mask_path(index)
+                    mask = read_index_mask(path)
+                    fill = (mask == 0) & (traced != 0)
+                    if fill.any():
+                        mask[fill] = traced[fill]
+                        write_index_mask(path, mask)
         self.core.reset()
 
     def _draw_overlay(self) -> None:
