@@ -135,6 +135,34 @@ def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path: Path) 
         Trainer(tiny_config(2), tmp_path / "nothing", resume=True, show_progress=False)
 
 
+def test_snapshots_are_the_weights_at_their_iteration(tmp_path: Path) -> None:
+    """snapshot_every=2: <stage>-2 and <stage>-4 are written, <stage>-4 holds the weights the checkpoint of
+    iteration 4 holds, and the run resumed from there ends with its final weights (no snapshot at the end)."""
+    config = tiny_config(5, snapshot_every=2)
+
+    def interrupted_factory(stage, seed):  # stops when asked for the 5th batch
+        return StopAfter(build_stage_dataset(stage, seed), n=CALIBRATION_ITEMS + 4 * 2)
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, run, dataset_factory=interrupted_factory, show_progress=False).run()
+    assert sorted(p.name for p in run.glob("main*.safetensors")) == ["main-2.safetensors", "main-4.safetensors"]
+    at4 = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert at4["iteration"] == 4
+    snapshot = load_model(run / "main-4.safetensors").state_dict()
+    assert all(torch.equal(snapshot[k], at4["model"][k]) for k in at4["model"])
+    two = load_model(run / "main-2.safetensors").state_dict()
+    assert any(not torch.equal(two[k], snapshot[k]) for k in two)
+
+    Trainer(config, run, resume=True, show_progress=False).run()
+    names = sorted(p.name for p in run.glob("main*.safetensors"))
+    assert names == ["main-2.safetensors", "main-4.safetensors", "main.safetensors"]
+    final = load_model(run / "main.safetensors").state_dict()
+    assert any(not torch.equal(final[k], snapshot[k]) for k in final)  # iteration 5 moved on from 4
+    with pytest.raises(ValueError, match="snapshot_every"):
+        tiny_config(2, snapshot_every=0)
+
+
 def test_exported_weights_load_for_inference(tmp_path: Path) -> None:
     trainer = Trainer(tiny_config(2), tmp_path / "run", show_progress=False)
     path = trainer.run()

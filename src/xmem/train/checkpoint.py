@@ -29,7 +29,7 @@ from xmem.train.context import TrainingError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # settings that may change between a run and its resumption (they do not change the numbers)
-_RESUMABLE_CHANGES = ("num_workers", "log_every", "image_every", "save_every", "device")
+_RESUMABLE_CHANGES = ("num_workers", "log_every", "image_every", "save_every", "snapshot_every", "device")
 
 
 # -- initial weights -------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def load_checkpoint(path: Path, config: TrainConfig) -> dict:
     if _comparable(state["config"]) != _comparable(json.loads(json.dumps(to_dict(config)))):
         raise TrainingError(
             f"{path}: the checkpoint was written with another configuration; resume with the same config "
-            "(only num_workers, log_every, image_every, save_every and device may change)"
+            "(only num_workers, log_every, image_every, save_every, snapshot_every and device may change)"
         )
     return state
 

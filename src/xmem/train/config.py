@@ -202,6 +202,9 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 2
     save_every: int = 1000
+    # Also export the weights every N iterations as <stage>-<iteration>.safetensors, to choose among them
+    # afterwards on another benchmark (the real-video one); None exports only the best and the final weights.
+    snapshot_every: int | None = None
     log_every: int = 50
     image_every: int = 500  # sample predictions to TensorBoard
     validation: ValidationConfig | None = None  # held-out J&F during training (and early stopping)
@@ -219,3 +222,5 @@ class TrainConfig:
             raise ValueError(f"stage names must be unique, got {names}")
         if self.save_every < 1 or self.log_every < 1:
             raise ValueError("save_every and log_every must be positive")
+        if self.snapshot_every is not None and self.snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be positive, got {self.snapshot_every}")

@@ -230,6 +230,9 @@ class Trainer:
                     "stage %s: no better held-out J&F in %d validations, stopping", stage.name, self.stale
                 )
                 iteration = stage.iterations  # the stage is done
+            snapshot = self.config.snapshot_every
+            if snapshot is not None and iteration % snapshot == 0 and iteration < stage.iterations:
+                self._export(stage, index, iteration)
             if iteration % self.config.save_every == 0 or iteration == stage.iterations:
                 self._save_checkpoint(index, iteration, optimizer, scheduler, scaler)
             if stop:
@@ -418,17 +421,23 @@ class Trainer:
         size = self.config.inference_size
         return {} if size is None else {"inference_size": size}
 
-    def _export(self, stage: StageConfig, index: int) -> Path:
-        path = self.run_dir / f"{stage.name}.safetensors"
+    def _export(self, stage: StageConfig, index: int, iteration: int | None = None) -> Path:
+        """The stage's weights: its final ones (``<stage>.safetensors``), or a snapshot at ``iteration``
+        (``<stage>-<iteration>.safetensors``)."""
+        name = stage.name if iteration is None else f"{stage.name}-{iteration}"
+        path = self.run_dir / f"{name}.safetensors"
         if self.ctx.is_main:
             info = {
                 "stage": stage.name,
-                "iterations": stage.iterations,
+                "iterations": stage.iterations if iteration is None else iteration,
                 "training": to_dict(self.config),
                 **self._size_info(),
             }
             save_weights(self.network, path, info)
-            log.info("stage %s done: weights in %s", stage.name, path)
+            if iteration is None:
+                log.info("stage %s done: weights in %s", stage.name, path)
+            else:
+                log.info("stage %s, iteration %d: weights in %s", stage.name, iteration, path)
         if self.ctx.world_size > 1:
             dist.barrier()
         return path
