@@ -146,7 +146,10 @@ def test_snapshots_are_the_weights_at_their_iteration(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         Trainer(config, run, dataset_factory=interrupted_factory, show_progress=False).run()
-    assert sorted(p.name for p in run.glob("main*.safetensors")) == ["main-2.safetensors", "main-4.safetensors"]
+    assert sorted(p.name for p in run.glob("main*.safetensors")) == [
+        "main-2.safetensors",
+        "main-4.safetensors",
+    ]
     at4 = torch.load(run / "checkpoint.pt", weights_only=True)
     assert at4["iteration"] == 4
     snapshot = load_model(run / "main-4.safetensors").state_dict()
