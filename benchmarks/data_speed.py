@@ -13,7 +13,7 @@ evaluation video.
 
 With ``--real-scenes``: RealSceneClipDataset (xmem.data.real_scenes; photographs from
 benchmarks/install_real_photos.py, cut-outs, stamps), 8 frames at 384×384 and at 192×192 (the size of
-configs/default-next-real-scenes.toml), max skip 15, and a real-scene video's frame rate at 480×854.
+configs/default-8-real-scenes.toml), max skip 15, and a real-scene video's frame rate at 480×854.
 Photographs are decoded once per process (as in a DataLoader worker), so the first samples are slower.
 
 Results: benchmarks/results/data_speed.json and data_speed.csv (real scenes: data_speed_real_scenes.*).

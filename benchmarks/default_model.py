@@ -8,7 +8,7 @@
 
 Takes the run's best weights (``<stage>-best.safetensors``, held-out validation J&F) of its last stage
 (``--final``: its final weights, ``<stage>.safetensors``, e.g. when the best by the noisy validation fails
-on real video),
+on real video; ``--snapshot N``: its weights of iteration N, chosen on the real benchmark's selection half),
 stores them as fp16 in ``src/xmem/weights/xmem-lite-default.safetensors`` and writes the model card next to
 them (``.json``): the training config, the command, the validation history, the data split and seeds, the
 J&F of the fp32 and fp16 weights on the validation videos (fp16 is shipped only when it holds the quality)
@@ -46,6 +46,8 @@ SCORES = {  # the committed results that --scores adds to the card
     "heldout_jf": RESULTS / "default_model" / "heldout_jf.json",
     "speed_480p_cup": RESULTS / "default_bench" / "bench.json",
     "demo": RESULTS / "demo_quality.json",
+    "real_benchmark": RESULTS / "real" / "stage8-size240.json",  # benchmarks/real_jf.py --split all
+    "vtest_check": RESULTS / "real" / "vtest" / "stage8.json",  # benchmarks/real/vtest_check.py
 }
 MAX_FP16_LOSS = 0.005  # J&F (0..1) that fp16 storage may cost on the validation videos
 
@@ -177,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="ship the run's final weights instead of its best by validation",
     )
+    parser.add_argument(
+        "--snapshot",
+        type=int,
+        metavar="N",
+        help="ship the run's weights of iteration N (<stage>-N.safetensors, written with snapshot_every), "
+        "e.g. the ones chosen on the real benchmark's selection half",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--inference-size",
@@ -210,17 +219,22 @@ def main(argv: list[str] | None = None) -> int:
         return add_scores(default_weights_path())
     if args.run_dir is None:
         parser.error("give the training run to ship (or --scores)")
+    if args.final and args.snapshot is not None:
+        parser.error("--final and --snapshot choose different weights; give one")
 
     config = build(TrainConfig, json.loads((args.run_dir / "config.json").read_text()))
     inference_size = args.inference_size or config.inference_size or 240
     stage = config.stages[-1].name
-    chosen = args.run_dir / (f"{stage}.safetensors" if args.final else f"{stage}-best.safetensors")
+    if args.snapshot is not None:
+        chosen = args.run_dir / f"{stage}-{args.snapshot}.safetensors"
+        what = f"weights of iteration {args.snapshot} (was snapshot_every set?)"
+    elif args.final:
+        chosen = args.run_dir / f"{stage}.safetensors"
+        what = "final weights (did the stage finish?)"
+    else:
+        chosen = args.run_dir / f"{stage}-best.safetensors"
+        what = "best weights (is validation configured?)"
     if not chosen.is_file():
-        what = (
-            "final weights (did the stage finish?)"
-            if args.final
-            else "best weights (is validation configured?)"
-        )
         print(f"error: {chosen}: no {what} in this run", file=sys.stderr)
         return 2
     log = _read_log(args.run_dir)
@@ -228,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     trained = max((r["iteration"] for r in log if r.get("stage") == stage), default=0)
     best_path = args.run_dir / f"{stage}-best.safetensors"
     best = _record(read_safetensors_info(best_path)[1]) if best_path.is_file() else None
-    if args.final:  # the final weights carry no record of their own: the run's last iteration and score
-        last = [r["heldout_jf"] for r in history if r["iteration"] == trained]
-        shipped = {"stage": stage, "iteration": trained, "heldout_jf": last[0] if last else None}
+    if args.final or args.snapshot is not None:  # the run's validation at that iteration, if it validated
+        at = trained if args.final else args.snapshot
+        scored = [r["heldout_jf"] for r in history if r["iteration"] == at]
+        shipped = {"stage": stage, "iteration": at, "heldout_jf": scored[0] if scored else None}
+        which = "final" if args.final else f"iteration {args.snapshot}"
     else:
-        shipped = best
+        shipped, which = best, "best"
 
     target = default_weights_path()
     fp32 = load_model(chosen)
@@ -246,8 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         "name": "XMem-Lite default",
         "description": (
             "XMem-Lite (EfficientNet-Lite0 key encoder from its ImageNet weights, light value encoder, narrow "
-            "decoder) trained by this project on synthetic composite videos of the TRAIN-side photographs, on "
-            "a 2-core CPU"
+            "decoder) trained by this project on synthetic composite videos of the TRAIN-side photographs"
+            + (
+                " and on real-scene clips (objects cut from real photographs over real photographs, "
+                "xmem.data.real_scenes)"
+                if any(st.data.real_scenes is not None for st in config.stages)
+                else ""
+            )
+            + ", on a 2-core CPU"
         ),
         "stored_as": "fp16" if stored_fp16 else "fp32",
         "inference_size": inference_size,  # the engine's size when InferenceConfig.size is unset
@@ -256,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": f"xmem train {args.config.resolve().relative_to(ROOT)} --run-dir {args.run_dir}",
             "config": json.loads((args.run_dir / "config.json").read_text()),
             "iterations_run": trained,
-            "shipped": "final" if args.final else "best",
+            "shipped": which,
             "shipped_weights": shipped,  # stage, iteration and validation J&F of the weights shipped
             "best": best,  # the run's best by validation (the shipped ones unless --final)
             "validation_history": history,

@@ -34,7 +34,7 @@ from xmem.data.sources import PHOTOGRAPHS, VIDEO_SUFFIXES
 from xmem.train.config import TrainConfig
 from xmem.train.data import build_stage_dataset
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default-next-real-scenes.toml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default-8-real-scenes.toml"
 COLOURS = [(230, 20, 20), (20, 200, 30), (30, 40, 230), (240, 200, 0), (200, 0, 220), (0, 210, 220)]
 
 

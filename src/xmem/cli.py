@@ -164,8 +164,8 @@ def _load_weights(path: Path | None) -> tuple[XMem, dict[str, object]]:
     model = load_model(path)
     if path is None:
         log.info(
-            "weights: the embedded default model (XMem-Lite, trained on synthetic clips; weak on real "
-            "footage with small objects, see docs/default-model.md); --weights XMem.pth for the released ones"
+            "weights: the embedded default model (XMem-Lite, a CPU model; loses small people in crowds, see "
+            "docs/default-model.md); --weights XMem.pth (the released weights) for the best accuracy"
         )
     name = "default" if path is None else str(path)
     path = default_weights_path() if path is None else path
