@@ -61,7 +61,11 @@ def _parent(config: TrainConfig) -> dict | None:
     path = path.resolve()  # as the trainer opened it: relative to the current directory
     record: dict = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
     if path.suffix == ".safetensors" and path.is_file():
-        _, info = read_safetensors_info(path)
+        card = path.with_suffix(".json")  # the card as maintained (configs renamed since are named there)
+        if card.is_file() and "info" in (loaded := json.loads(card.read_text())):
+            info = loaded["info"]
+        else:
+            _, info = read_safetensors_info(path)
         # weights shipped by this script name themselves in their card (training.shipped_weights)
         record.update(_record(info.get("training", {}).get("shipped_weights") or info))
         record["config"] = info.get("training")
