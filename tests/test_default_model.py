@@ -92,3 +92,41 @@ def test_segment_and_info_without_weights_use_the_default_model(tmp_path, golden
     assert "variant:     XMem-Lite (EfficientNet-Lite0 key encoder" in printed
     assert "format:      safetensors" in printed
     assert "processing:  shorter side 240, memory every 2 frames (recorded with the weights)" in printed
+
+
+def test_packaging_a_snapshot_ships_the_weights_of_that_iteration(tmp_path, monkeypatch, capsys) -> None:
+    """benchmarks/default_model.py --snapshot N packages <stage>-N.safetensors of a run (the weights chosen on
+    the real benchmark), records which, and refuses --final with it or a snapshot the run did not write."""
+    import sys
+    from pathlib import Path
+
+    from trainconfigs import tiny_config
+    from xmem.train.trainer import Trainer
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import default_model as script
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(4, snapshot_every=2), run, show_progress=False).run()
+    target = tmp_path / "shipped.safetensors"
+    monkeypatch.setattr(script, "default_weights_path", lambda: target)
+    config = str(root / "configs" / "synthetic-small.toml")  # only named in the card's command
+    assert script.main([str(run), "--config", config, "--snapshot", "2", "--threads", "1"]) == 0
+    shipped, snapshot = load_model(target).state_dict(), load_model(run / "main-2.safetensors").state_dict()
+    # stored as fp16 (no validation here to say it costs quality): the snapshot's values rounded to fp16
+    assert all(
+        torch.equal(
+            shipped[k],
+            snapshot[k].half().to(snapshot[k].dtype) if snapshot[k].is_floating_point() else snapshot[k],
+        )
+        for k in snapshot
+    )
+    _, info = checkpoint.read_safetensors_info(target)
+    assert info["training"]["shipped"] == "iteration 2"
+    assert info["training"]["shipped_weights"]["iteration"] == 2
+    capsys.readouterr()
+    assert script.main([str(run), "--config", config, "--snapshot", "3"]) == 2
+    assert "main-3.safetensors: no weights of iteration 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main([str(run), "--config", config, "--snapshot", "2", "--final"])
