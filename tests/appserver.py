@@ -81,7 +81,9 @@ class Server:
 def annotate_command(video: Path, workspace: Path, weights: Path | None, *extra: str) -> list[str]:
     """``xmem annotate`` on any free port: on ``weights`` with the golden run's settings at the input size,
     or (None) on the embedded default model at its own settings."""
-    flags = ["--device", "cpu"] if weights is None else ["--weights", str(weights), *GOLDEN_FLAGS[:-1]]
+    flags = ["--device", "cpu", "--precision", "fp32"]
+    if weights is not None:
+        flags = ["--weights", str(weights), *GOLDEN_FLAGS[:-1]]
     return [
         sys.executable, "-m", "xmem", "annotate", str(video), "--workspace", str(workspace), "--port", "0",
         *flags, *extra,

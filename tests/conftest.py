@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from xmem.config import InferenceConfig, MemoryConfig
+from xmem.config import InferenceConfig, MemoryConfig, Precision
+from xmem.inference import precision
 from xmem.model.golden import golden_rule_model
 
 GOLDEN = Path(__file__).parent / "data" / "golden.npz"
@@ -20,12 +22,23 @@ GOLDEN_MEMORY = MemoryConfig(
     num_prototypes=16,
     max_long_term_elements=56,
 )
-GOLDEN_CONFIG = InferenceConfig(memory=GOLDEN_MEMORY, size=-1, device="cpu")
+GOLDEN_CONFIG = InferenceConfig(memory=GOLDEN_MEMORY, size=-1, device="cpu", precision=Precision.FP32)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads() -> None:
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _auto_is_fp32() -> Iterator[None]:
+    """Precision ``auto`` resolves to fp32 in the tests, whatever this CPU has (bf16 on some machines would
+    change results by machine); tests of ``auto`` itself patch the detection. Commands the tests start as
+    processes pass ``--precision fp32``."""
+    original = precision.cpu_bf16_units
+    precision.cpu_bf16_units = lambda: ()
+    yield
+    precision.cpu_bf16_units = original
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +57,8 @@ def golden_model():
 # The golden run's memory settings at the input size: consolidation from frame 6, eviction from frame 18.
 GOLDEN_FLAGS = [
     "--size", "-1", "--mem-every", "2", "--min-working-frames", "2", "--max-working-frames", "4",
-    "--num-prototypes", "16", "--max-long-term-elements", "56", "--device", "cpu", "--quiet",
+    "--num-prototypes", "16", "--max-long-term-elements", "56", "--device", "cpu", "--precision", "fp32",
+    "--quiet",
 ]  # fmt: skip
 # The same, processed at 48×80 (3×5 memory elements a frame): for tests of the command's behaviour
 FAST_FLAGS = [*GOLDEN_FLAGS, "--size", "48"]

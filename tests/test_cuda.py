@@ -76,7 +76,7 @@ def test_cpu_and_cuda_masks_agree_through_consolidations():
     memory = MemoryConfig(
         mem_every=2, min_working_frames=2, max_working_frames=4, max_long_term_elements=1000
     )
-    config = InferenceConfig(memory=memory, size=-1)
+    config = InferenceConfig(memory=memory, size=-1, precision=Precision.FP32)
     cpu = masks_of(dataclasses.replace(config, device="cpu"), model, frames, {0: video.mask(0)})
     cuda = masks_of(dataclasses.replace(config, device="cuda"), model, frames, {0: video.mask(0)})
     agreement = (cpu == cuda).mean()
@@ -90,7 +90,7 @@ def test_lower_precisions_agree_with_fp32_on_the_default_model(precision):
     weights: a pixel's label is well conditioned, unlike with random weights)."""
     videos = held_out_videos(2, CompositeConfig(height=240, width=427, length=30))
     model = load_model()
-    config = InferenceConfig(device="cuda")
+    config = InferenceConfig(device="cuda", precision=Precision.FP32)
     same = total = 0
     for video in videos:
         frames = [video.frame(t) for t in range(30)]

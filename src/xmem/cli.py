@@ -24,6 +24,7 @@ from xmem.eval.cli import add_eval_parser, format_table
 from xmem.eval.dataset import evaluate_dataset, write_csv
 from xmem.inference.core import InferenceCore
 from xmem.inference.options import add_engine_arguments, engine_config
+from xmem.inference.precision import choose_precision
 from xmem.io.dataset import find_videos, read_video_list
 from xmem.io.errors import InputError
 from xmem.io.frames import FrameFolder, FrameSource
@@ -262,11 +263,12 @@ def run_segment(args: argparse.Namespace) -> int:
     core = InferenceCore(model, dataclasses.replace(config, device=device))
     job = _segment_job(args, core, source, prompts, weights, args.out, args.overlay, progress=not args.quiet)
     log.info(
-        "segmenting %s (%s frames) on %s (%s), objects %s",
+        "segmenting %s (%s frames) on %s (%s: %s), objects %s",
         source.location,
         source.length if source.length is not None else "?",
         core.device,
-        args.precision,
+        core.config.precision.value,
+        core.precision_reason,
         prompts.objects,
     )
     with _stop_on_ctrl_c(job):
@@ -467,6 +469,12 @@ def _add_info_parser(sub: argparse._SubParsersAction) -> None:
 def run_info(args: argparse.Namespace) -> int:
     info = describe_checkpoint(args.weights if args.weights is not None else default_weights_path())
     print("\n".join(info.lines()))
+    device = resolve_device("auto")
+    choice = choose_precision(device)
+    reason = choice.reason.removeprefix("auto: ")
+    print(
+        f"precision:   auto runs {choice.precision.value} on {device} here ({reason}; --precision overrides)"
+    )
     return 0
 
 

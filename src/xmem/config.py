@@ -15,12 +15,16 @@ import torch
 class Precision(enum.Enum):
     """Numeric precision of the networks at inference (memory reading always runs in fp32).
 
+    ``AUTO`` (the default) is ``BF16`` where the device has native bf16 matrix units (CPUs with AMX-BF16
+    or AVX-512 BF16, CUDA GPUs from Ampere on) and ``FP32`` elsewhere
+    (:func:`xmem.inference.precision.choose_precision`); the engine resolves it when it starts.
     ``FP32`` is IEEE fp32 on every device (on CUDA the engine turns off the TF32 convolutions that
     PyTorch uses by default there); ``TF32`` keeps fp32 tensors but lets CUDA GPUs from Ampere on use
     their TF32 matrix units for the networks' convolutions and products (elsewhere it is ``FP32``);
     ``BF16`` and ``FP16`` run the networks in those types.
     """
 
+    AUTO = "auto"
     FP32 = "fp32"
     TF32 = "tf32"
     BF16 = "bf16"
@@ -28,6 +32,8 @@ class Precision(enum.Enum):
 
     @property
     def dtype(self) -> torch.dtype:
+        if self is Precision.AUTO:
+            raise ValueError("precision auto has no dtype until it is resolved for a device")
         return {
             Precision.FP32: torch.float32,
             Precision.TF32: torch.float32,
@@ -172,7 +178,7 @@ class InferenceConfig:
 
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     size: int | None = None
-    precision: Precision = Precision.FP32
+    precision: Precision = Precision.AUTO
     device: str = "auto"
     compile: bool = False
 

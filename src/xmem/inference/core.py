@@ -12,6 +12,7 @@ import torch
 
 from xmem.config import DEFAULT_MEM_EVERY, DEFAULT_SIZE, InferenceConfig, Precision, resolve_device
 from xmem.inference.numerics import numerics
+from xmem.inference.precision import resolve_precision
 from xmem.inference.preprocess import (
     image_to_tensor,
     normalize,
@@ -81,8 +82,11 @@ class InferenceCore:
 
     def __init__(self, network: XMem, config: InferenceConfig | None = None) -> None:
         config = config or InferenceConfig()
-        self.config = with_recorded_settings(config, network)
-        self.device = resolve_device(self.config.device)
+        config = with_recorded_settings(config, network)
+        self.device = resolve_device(config.device)
+        choice = resolve_precision(config.precision, self.device)
+        self.config = dataclasses.replace(config, precision=choice.precision)
+        self.precision_reason = choice.reason  # why this precision runs ("asked for", or auto's reason)
         self.network = prepare_network(network, self.device, self.config.precision)
         self.dtype = self.config.precision.dtype
         self._encode_key, self._segment, self._encode_value = network_calls(self.network, self.config.compile)

@@ -21,8 +21,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
     parser.add_argument(
         "--precision",
         choices=[x.value for x in Precision],
-        default="fp32",
-        help="fp32 (default), tf32 (fp32 with TF32 matrix units on CUDA GPUs), bf16 or fp16",
+        default="auto",
+        help="auto (default: bf16 where the CPU or GPU has native bf16 matrix units, else fp32), fp32, tf32 "
+        "(fp32 with TF32 matrix units on CUDA GPUs), bf16 or fp16",
     )
     parser.add_argument(
         "--compile",

@@ -243,6 +243,7 @@ class SegmentJob:
             peak_memory_mib={},
             settings={
                 **_settings(self.core),
+                "precision_reason": self.core.precision_reason,
                 "device": str(self.core.device),
                 "compile": self.core.config.compile,
             },
