@@ -86,9 +86,13 @@ def test_segment_and_info_without_weights_use_the_default_model(tmp_path, golden
     assert read_index_mask(out / "00003.png").shape == golden["mask0"].shape
     summary = json.loads((out / "summary.json").read_text())
     assert summary["weights"]["path"] == "default" and len(summary["weights"]["sha256"]) == 64
+    # precision auto, resolved (to fp32 in the tests, conftest) and explained
+    settings = summary["settings"]
+    assert settings["precision"] == "fp32" and "no native bf16" in settings["precision_reason"]
     capsys.readouterr()
     assert main(["info"]) == 0
     printed = capsys.readouterr().out
+    assert "precision:   auto runs fp32 on cpu here (this CPU has no native bf16" in printed
     assert "variant:     XMem-Lite (EfficientNet-Lite0 key encoder" in printed
     assert "format:      safetensors" in printed
     assert "processing:  shorter side 240, memory every 2 frames (recorded with the weights)" in printed

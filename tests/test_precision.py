@@ -1,20 +1,16 @@
 """Precision ``auto``: bf16 where the device has native bf16 matrix units, fp32 elsewhere; the engine resolves
-it when it starts, and ``xmem segment`` / ``xmem info`` say what runs and why."""
+it when it starts (``xmem segment`` and ``xmem info`` saying what runs and why: tests/test_default_model.py)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN_CONFIG, write_video
-from xmem.cli import main
+from conftest import GOLDEN_CONFIG
 from xmem.config import InferenceConfig, Precision
 from xmem.inference import precision
 from xmem.inference.core import InferenceCore
-from xmem.io.masks import write_index_mask
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -97,19 +93,3 @@ def test_the_engine_resolves_auto_when_it_starts(monkeypatch, golden_model) -> N
     assert core.step(frame, mask).dtype == torch.float32  # probabilities come back in fp32
     explicit = InferenceCore(golden_model, GOLDEN_CONFIG)
     assert explicit.config.precision is Precision.FP32 and explicit.precision_reason == "asked for"
-
-
-def test_segment_and_info_say_which_precision_runs_and_why(tmp_path, golden, capsys) -> None:
-    frames = [np.ascontiguousarray(f) for f in golden["frames"][:3]]
-    video = write_video(tmp_path / "clip.mp4", frames, fps=10)
-    mask = tmp_path / "mask.png"
-    write_index_mask(mask, golden["mask0"])
-    out = tmp_path / "out"
-    assert (
-        main(["segment", str(video), "--mask", str(mask), "--out", str(out), "--quiet", "--size", "48"]) == 0
-    )
-    settings = json.loads((out / "summary.json").read_text())["settings"]
-    assert settings["precision"] == "fp32" and "no native bf16" in settings["precision_reason"]
-    capsys.readouterr()
-    assert main(["info"]) == 0
-    assert "precision:   auto runs fp32 on cpu here (this CPU has no native bf16" in capsys.readouterr().out
