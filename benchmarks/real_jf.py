@@ -254,14 +254,18 @@ def build_method(args: argparse.Namespace) -> tuple[MaskPropagator, dict]:
     model = load_model(args.weights)
     config = engine_config(args)
     resolved = with_recorded_settings(config, model)
+    method = SegmenterPropagator(model, config, name=args.name or "xmem")
+    core = method.segmenter.core
     setup = {
         "method": "xmem",
         "weights": str(args.weights) if args.weights else "embedded default model",
         "size": resolved.size,
         "mem_every": resolved.memory.mem_every,
+        "precision": core.config.precision.value,  # what ran (--precision auto resolved for this machine)
+        "precision_reason": core.precision_reason,
         "settings": engine_settings(args),
     }
-    return SegmenterPropagator(model, config, name=args.name or "xmem"), setup
+    return method, setup
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@ people walking), kept out of the real benchmark and of the training data. It has
 prompt: the check is whether the masks of three people stay person-sized or spread over the scene.
 
     python benchmarks/real/vtest_check.py                         # the embedded default model, its settings
-    python benchmarks/real/vtest_check.py --size 480 --name default-size480
+    python benchmarks/real/vtest_check.py --size 480               # results named default-size480
     python benchmarks/real/vtest_check.py --weights runs/real8/real8.safetensors --name real8
 
 The prompt (frame 0) is made by GrabCut in three hand-placed boxes (``VTEST_BOXES``, checked by eye on the
@@ -68,7 +68,7 @@ def read_frames(path: Path, count: int) -> list[np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, help="XMem.pth or .safetensors (default: the embedded model)")
-    parser.add_argument("--name", default="default", help="the results' file name")
+    parser.add_argument("--name", help="the results' file name (default: from the weights and the size)")
     parser.add_argument("--out", type=Path, default=HERE.parent / "results" / "real" / "vtest")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where fetch_clips.py keeps files")
     parser.add_argument("--threads", type=int, default=2)
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     config = engine_config(args)
     resolved = with_recorded_settings(config, model)
     method = SegmenterPropagator(model, config)
+    if args.name is None:
+        args.name = f"{args.weights.stem if args.weights else 'default'}-size{resolved.size}"
     ratios: dict[int, list[float]] = {k: [] for k in ids}
     kept = {}
     for t, pred in enumerate(method.propagate(frames, prompt)):
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": str(args.weights) if args.weights else "embedded default model",
         "size": resolved.size,
         "mem_every": resolved.memory.mem_every,
+        "precision": method.segmenter.core.config.precision.value,  # what ran (auto resolved here)
         "settings": engine_settings(args),
         "frames": len(frames),
         "prompt_area": first_area,
@@ -116,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     share = float(np.mean([np.asarray(ratios[k]) > 2.0 for k in ids]))
     result["share_over_2x"] = share
-    print(f"{args.name} (size {resolved.size}, mem-every {resolved.memory.mem_every}):")
+    print(
+        f"{args.name} (size {resolved.size}, mem-every {resolved.memory.mem_every}, {result['precision']}):"
+    )
     for k in ids:
         row = "  ".join(f"f{t} x{ratios[k][t]:.2f}" for t in REPORTED)
         print(f"  person {k}: {row}  max x{max(ratios[k]):.2f}")
