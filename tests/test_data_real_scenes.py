@@ -202,7 +202,7 @@ def test_clips_have_the_sample_format_and_blur_moving_objects() -> None:
     assert blurred_mix > 0  # blur changes pixels along moving edges
 
 
-def test_next_config_reads_no_video_and_no_excluded_file(monkeypatch) -> None:
+def test_stage8_config_reads_no_video_and_no_excluded_file(monkeypatch) -> None:
     cfg = load_config(TrainConfig, CONFIG)
     for stage in cfg.stages:
         data = stage.data
@@ -222,29 +222,12 @@ def test_next_config_reads_no_video_and_no_excluded_file(monkeypatch) -> None:
     import av
 
     monkeypatch.setattr(av, "open", refuse)
-    stage = cfg.stages[0]
-    small = dataclasses.replace(
-        stage,
-        data=dataclasses.replace(
-            stage.data,
-            real_scenes=dataclasses.replace(
-                stage.data.real_scenes,
-                config=dataclasses.replace(
-                    stage.data.real_scenes.config,
-                    num_frames=3,
-                    video=dataclasses.replace(stage.data.real_scenes.config.video, height=48, width=48),
-                ),
-            ),
-            synthetic=dataclasses.replace(
-                stage.data.synthetic,
-                config=dataclasses.replace(
-                    stage.data.synthetic.config,
-                    num_frames=3,
-                    video=dataclasses.replace(stage.data.synthetic.config.video, height=48, width=48),
-                ),
-            ),
-        ),
-    )
+    small_clips = [  # the stage's data for real, as small clips (the config's own overrides mechanism)
+        f"stages.0.data.{source}.config.{key}={value}"
+        for source in ("real_scenes", "synthetic")
+        for key, value in (("num_frames", 3), ("video.height", 48), ("video.width", 48))
+    ]
+    small = load_config(TrainConfig, CONFIG, small_clips).stages[0]
     dataset = build_stage_dataset(small, seed=1)
     ends = [0, *dataset._ends]
     for start in ends[:-1]:  # an item of every source

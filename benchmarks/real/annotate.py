@@ -49,6 +49,7 @@ from realclips import (
     clip_frames,
     load_manifest,
     seeds_path,
+    select,
 )
 
 from xmem.io.atomic import atomic_write
@@ -377,10 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     frames = [int(x) for x in args.frames.split(",")] if args.frames else None
     try:
-        _, clips = load_manifest()
-        chosen = clips if args.all else [c for c in clips if c.name in (args.clip or [])]
-        if not chosen:
+        if not (args.all or args.clip):
             parser.error("name a clip with --clip, or --all")
+        _, clips = load_manifest()
+        chosen = select(clips, "all", None if args.all else args.clip)  # unknown names: ClipError
         for clip in chosen:
             if args.grid is not None:
                 grid_sheet(clip, args.cache, args.grid, frames)

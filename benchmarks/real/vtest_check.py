@@ -34,6 +34,8 @@ from xmem.eval.baselines import SegmenterPropagator  # noqa: E402
 from xmem.inference.core import with_recorded_settings  # noqa: E402
 from xmem.inference.options import add_engine_arguments, engine_config, engine_settings  # noqa: E402
 from xmem.io.atomic import atomic_write  # noqa: E402
+from xmem.io.frames import read_range  # noqa: E402
+from xmem.io.video import VideoFile  # noqa: E402
 from xmem.model.checkpoint import load_model  # noqa: E402
 
 VTEST = {
@@ -53,18 +55,6 @@ def vtest_video() -> Video:
     return Video("vtest.avi", source, VTEST["path"], VTEST["sha256"], VTEST["licence"], 768, 576, 795)
 
 
-def read_frames(path: Path, count: int) -> list[np.ndarray]:
-    import av
-
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == count:
-                break
-    return frames
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, help="XMem.pth or .safetensors (default: the embedded model)")
@@ -80,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except ClipError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    frames = read_frames(path, FRAMES)
+    frames = read_range(VideoFile(path), 0, FRAMES)
     prompt = seeds_to_mask(frames[0], {k: ObjectSeeds(box=box) for k, box in VTEST_BOXES.items()})
     ids = sorted(VTEST_BOXES)
     first_area = {k: int(np.count_nonzero(prompt == k)) for k in ids}

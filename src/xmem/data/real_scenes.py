@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +40,7 @@ from xmem.data.realphotos import PhotoKind, available_photos, load_package_photo
 from xmem.data.seeding import rng_for, tag
 from xmem.data.shapes import random_shape
 from xmem.data.sources import Split, load_photograph, photographs
-from xmem.data.synthetic import CompositeClipConfig, CompositeClipDataset
+from xmem.data.synthetic import CompositeClipConfig, CompositeClipDataset, RenderedVideo
 
 _VIDEO_TAG = tag("xmem.data.real_scenes.RealSceneVideo")
 _CLIP_TAG = tag("xmem.data.real_scenes.RealSceneClipDataset")
@@ -276,7 +276,7 @@ class _Actor:
     exits: bool = False  # leaves the frame and comes back
 
 
-class RealSceneVideo:
+class RealSceneVideo(RenderedVideo):
     """A real-scene video of ``config.length`` frames, rendered on demand; deterministic from ``seed``
     (with the split of ``config``). Tracked objects are 1..``num_objects``; look-alikes, crowd and
     occluders are unlabelled (background in the masks). ``library``: the photographs and objects to use
@@ -361,7 +361,6 @@ class RealSceneVideo:
         self._place(rng)
         self._light_match(rng)
         self.sources: tuple[str, ...] = (backdrop.name, *dict.fromkeys(a.name for a in self._actors))
-        self._cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     # --- drawing the scene ----------------------------------------------------------------------------
 
@@ -574,6 +573,13 @@ class RealSceneVideo:
         k = cfg.blur_samples
         return [t + self.exposure * ((i + 0.5) / k - 0.5) for i in range(k)]
 
+    def _exposure(self, a: _Actor, t: int, times: list[float]) -> list[float]:
+        """The times actor ``a`` is drawn at for frame t: the exposure's sub-frame ``times`` when it moves
+        more than a pixel during them (motion blur), else t alone."""
+        x_a, y_a, _ = self._actor_state(a, times[0])
+        x_b, y_b, _ = self._actor_state(a, times[-1])
+        return times if math.hypot(x_b - x_a, y_b - y_a) > 1.0 else [float(t)]
+
     def _background(self, times: list[float], channels: slice = slice(None)) -> torch.Tensor:
         """The world seen by the camera in the middle of ``times``, smeared along the camera's motion
         over ``times`` (C×H×W; channel 3 = occluder mask)."""
@@ -601,27 +607,15 @@ class RealSceneVideo:
         background = self._background(times)
         placed = []
         for a in self._actors:
-            # sub-frame samples only when the actor moves more than a pixel during the exposure
-            x_a, y_a, _ = self._actor_state(a, times[0])
-            x_b, y_b, _ = self._actor_state(a, times[-1])
-            fast = math.hypot(x_b - x_a, y_b - y_a) > 1.0
-            window = self._window(a, times if fast else [float(t)])
+            window = self._window(a, self._exposure(a, t, times))
             if window is not None:
                 placed.append((a, *window))
         # nearer objects (feet lower in the frame) in front
         placed.sort(key=lambda p: self._actor_state(p[0], float(t))[1] + p[1].shape[-2] / 2)
         return background, placed
 
-    def render(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame t as (3×H×W float RGB in [0, 1], H×W int64 ids: 0 background, 1..n tracked), fresh."""
-        frame, mask = self._render(t)
-        return frame.clone(), mask.clone()
-
-    def _render(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= t < len(self):
-            raise IndexError(f"frame {t} of a {len(self)}-frame video")
-        if self._cache is not None and self._cache[0] == t:
-            return self._cache[1], self._cache[2]
+    def _draw(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # ids: 0 background (look-alikes, crowd and occluders included), 1..n tracked
         cfg = self.config
         background, placed = self._layers(t)
         frame = background[:3].clone()
@@ -639,9 +633,7 @@ class RealSceneVideo:
         if self.noise > 0:
             noise_rng = torch.Generator().manual_seed(int(rng_for(*self._key, 3, t).integers(2**62)))
             frame = frame + self.noise * torch.randn(frame.shape, generator=noise_rng)
-        frame = frame.clamp_(0, 1)
-        self._cache = (t, frame, mask)
-        return frame, mask
+        return frame.clamp_(0, 1), mask
 
     def _visible_share(self, t: int) -> float:
         """The smallest share of its own area that a tracked object shows at frame t (0 if one is
@@ -674,9 +666,7 @@ class RealSceneVideo:
         for a in self._actors:
             if a.label == 0:
                 continue
-            x_a, y_a, _ = self._actor_state(a, times[0])
-            x_b, y_b, _ = self._actor_state(a, times[-1])
-            window = self._window(a, times if math.hypot(x_b - x_a, y_b - y_a) > 1.0 else [float(t)])
+            window = self._window(a, self._exposure(a, t, times))
             if window is not None:
                 win, x0, y0 = window
                 h, w = win.shape[-2:]
@@ -688,13 +678,6 @@ class RealSceneVideo:
         if self._occluder is None:
             return torch.zeros(self.config.height, self.config.width, dtype=torch.bool)
         return self._background(self._times(t), slice(3, 4))[0] > 0.5
-
-    def frame(self, t: int) -> np.ndarray:
-        image = self._render(t)[0]
-        return (image * 255 + 0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-
-    def mask(self, t: int) -> np.ndarray:
-        return self._render(t)[1].to(torch.uint8).numpy()
 
     @property
     def num_objects(self) -> int:
@@ -708,13 +691,6 @@ class RealSceneVideo:
         """Tracked objects that share their appearance with an unlabelled object or another tracked one."""
         names = [a.name for a in self._actors]
         return sorted({a.label for a in self._actors if a.label > 0 and names.count(a.name) > 1})
-
-    def __len__(self) -> int:
-        return self.config.length
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for t in range(len(self)):
-            yield self.frame(t), self.mask(t)
 
 
 # --- the training dataset ---------------------------------------------------------------------------

@@ -134,7 +134,60 @@ class _Object:
     attempt: int = 0
 
 
-class CompositeVideo:
+class RenderedVideo:
+    """A video whose frames are drawn on demand, frame t by ``_draw(t)``, the last one kept. Subclasses
+    set ``config`` (with ``length``, ``height``, ``width``) and define ``_draw`` and ``num_objects``.
+
+    ``frame(t)`` (H×W×3 uint8) and ``mask(t)`` (H×W uint8 ids) suit the inference API; ``render(t)``
+    gives float tensors for training; iteration yields (frame, mask) pairs.
+    """
+
+    _cache: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (t, frame, mask) of the last frame drawn
+
+    def _draw(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame t as (3×H×W float RGB in [0, 1], H×W int64 ids), new tensors."""
+        raise NotImplementedError
+
+    @property
+    def num_objects(self) -> int:
+        raise NotImplementedError
+
+    def render(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame t as (3×H×W float RGB in [0, 1], H×W int64 object ids), fresh tensors."""
+        frame, mask = self._render(t)
+        return frame.clone(), mask.clone()
+
+    def _render(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # Draws frame t, or returns the cached last one (not to be modified).
+        if not 0 <= t < len(self):
+            raise IndexError(f"frame {t} of a {len(self)}-frame video")
+        if self._cache is None or self._cache[0] != t:
+            self._cache = (t, *self._draw(t))
+        return self._cache[1], self._cache[2]
+
+    def frame(self, t: int) -> np.ndarray:
+        """Frame t as an H×W×3 uint8 RGB array."""
+        image = self._render(t)[0]
+        return (image * 255 + 0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+    def mask(self, t: int) -> np.ndarray:
+        """The index mask of frame t, H×W uint8 (0 background, object ids 1..n)."""
+        return self._render(t)[1].to(torch.uint8).numpy()
+
+    def __len__(self) -> int:
+        return self.config.length
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for t in range(len(self)):
+            yield self.frame(t), self.mask(t)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The frames in order (H×W×3 uint8), e.g. for :meth:`xmem.VideoSegmenter.propagate`."""
+        for t in range(len(self)):
+            yield self.frame(t)
+
+
+class CompositeVideo(RenderedVideo):
     """A synthetic video of ``config.length`` frames, frame t rendered on demand; deterministic from
     ``seed`` (and the split of ``config``). Object ids are 1..``num_objects`` (0 = background); every
     object is visible in frame 0.
@@ -194,7 +247,6 @@ class CompositeVideo:
         self._depth = rng.permutation(n).tolist()  # back to front
         self.sources: tuple[str, ...] = (background_name, *(o.source for o in self._objects))
         self._place_first_frame()
-        self._cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     # --- trajectories -----------------------------------------------------------------------------
 
@@ -307,17 +359,7 @@ class CompositeVideo:
             0
         ]
 
-    def render(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame t as (3×H×W float RGB in [0, 1], H×W int64 object ids), fresh tensors."""
-        frame, mask = self._render(t)
-        return frame.clone(), mask.clone()
-
-    def _render(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # Renders frame t, or returns the cached last one (not to be modified).
-        if not 0 <= t < len(self):
-            raise IndexError(f"frame {t} of a {len(self)}-frame video")
-        if self._cache is not None and self._cache[0] == t:
-            return self._cache[1], self._cache[2]
+    def _draw(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         frame = self._background_frame(t)
         mask = torch.zeros(self.config.height, self.config.width, dtype=torch.int64)
         for i in self._depth:  # back to front
@@ -330,7 +372,6 @@ class CompositeVideo:
             region = frame[:, y0 : y0 + h, x0 : x0 + w]
             region.copy_(torch.where(inside, window[:3], region))
             mask[y0 : y0 + h, x0 : x0 + w][inside] = i + 1
-        self._cache = (t, frame, mask)
         return frame, mask
 
     def amodal_masks(self, t: int) -> torch.Tensor:
@@ -346,30 +387,9 @@ class CompositeVideo:
                 out[i, y0 : y0 + h, x0 : x0 + w] = window[3] > 0.5
         return out
 
-    def frame(self, t: int) -> np.ndarray:
-        """Frame t as an H×W×3 uint8 RGB array."""
-        image = self._render(t)[0]
-        return (image * 255 + 0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-
-    def mask(self, t: int) -> np.ndarray:
-        """The index mask of frame t, H×W uint8 (0 background, object ids 1..n)."""
-        return self._render(t)[1].to(torch.uint8).numpy()
-
     @property
     def num_objects(self) -> int:
         return len(self._objects)
-
-    def __len__(self) -> int:
-        return self.config.length
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for t in range(len(self)):
-            yield self.frame(t), self.mask(t)
-
-    def frames(self) -> Iterator[np.ndarray]:
-        """The frames in order (H×W×3 uint8), e.g. for :meth:`xmem.VideoSegmenter.propagate`."""
-        for t in range(len(self)):
-            yield self.frame(t)
 
 
 VALIDATION_FIRST_SEED = 1_000_000  # validation videos during training: held-out seeds from here on
