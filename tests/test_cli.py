@@ -169,3 +169,13 @@ def test_the_default_model_names_itself_and_its_limits(video, tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if "embedded default model" in r.getMessage()]
     assert len(lines) == 1 and "docs/default-model.md" in lines[0] and "--weights" in lines[0]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["weights"]["path"] == "default"
+
+
+def test_the_cli_does_not_import_torchvision():
+    """torchvision (1.4 s and 170 MB at start-up) is for training-data augmentation and the official
+    network's ResNet blocks; segmenting with the default model never loads it."""
+    import subprocess
+    import sys
+
+    code = "import sys, xmem.cli; sys.exit('torchvision' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

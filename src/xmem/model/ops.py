@@ -108,3 +108,23 @@ def conv(
         relu6=relu6,
         add=add,
     )
+
+
+def channel_affine(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``(x - shift) / scale`` per channel of x (…×C×H×W; ``shift``, ``scale``: C values of x's dtype).
+
+    Images and feature maps here are stored channels-last (C varies fastest). Broadcasting a C×1×1 tensor
+    over such a tensor makes C (3 for an image) the innermost loop, which runs element by element; here the
+    per-channel values are tiled along a row of W·C elements instead, so that both operands run along whole
+    rows with vector instructions. Same operations per element, same numbers; other layouts broadcast as
+    usual.
+    """
+    c, w = x.shape[-3], x.shape[-1]
+    hwc = x.movedim(-3, -1)  # …×H×W×C, a view
+    if not hwc.is_contiguous():
+        out = x - shift.view(c, 1, 1)
+        return out / scale.view(c, 1, 1) if scale is not None else out
+    rows = hwc.reshape(-1, w * c) - shift.repeat(w)
+    if scale is not None:
+        rows = rows.div_(scale.repeat(w))
+    return rows.view(hwc.shape).movedim(-1, -3)

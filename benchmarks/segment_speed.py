@@ -1,0 +1,170 @@
+"""Frames/s and peak memory of whole ``xmem segment`` processes on a real 480p video (issue 25's targets).
+
+    python benchmarks/segment_speed.py                    # demo/cup.mp4, the default model, 2 threads
+    python benchmarks/segment_speed.py --runs auto-240 fp32-480 --repeats 3
+
+Each run is one ``xmem segment`` process, timed from its start to its exit (imports, loading the weights,
+decoding, the engine, writing every PNG and summary.json), with the peak RSS of that process alone
+(``os.wait4``). Frames/s = frames of the video / wall seconds. Runs of one call are interleaved (all
+runs once, then again for each repeat) so that a slow spell of the machine falls on every run alike; the
+table gives each run's best and median. The CPU's model name and its matrix-unit flags are recorded with
+the results (these figures vary between CPUs: compare within one call).
+Results: benchmarks/results/segment_speed/ (speed.csv, speed.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from xmem.io.atomic import atomic_write  # noqa: E402
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``xmem segment`` configuration: its name and the options it adds."""
+
+    name: str
+    args: tuple[str, ...]
+
+
+RUNS = {
+    run.name: run
+    for run in (
+        Run("auto-default", ()),
+        Run("fp32-default", ("--precision", "fp32")),
+        Run("auto-480", ("--size", "480")),
+        Run("fp32-480", ("--size", "480", "--precision", "fp32")),
+    )
+}
+
+
+def cpu_description() -> dict:
+    """The CPU's model name, core count and the matrix-unit flags that decide precision auto."""
+    name, flags = "unknown", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and name == "unknown":
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return {"model": name, "cores": os.cpu_count(), "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def count_frames(video: Path) -> int:
+    import av
+
+    with av.open(str(video)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def run_once(run: Run, video: Path, mask: Path, extra: list[str], threads: int) -> dict:
+    """One whole process: wall seconds, peak RSS (MiB) and what summary.json says ran."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "masks"
+        cmd = [sys.executable, "-m", "xmem", "segment", str(video), "--mask", str(mask), "--out", str(out)]
+        cmd += [*run.args, *extra, "--quiet"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        proc.stderr and proc.stderr.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{run.name} failed: {' '.join(cmd)}\n{stderr[-3000:]}")
+        summary = json.loads((out / "summary.json").read_text())
+    settings = summary.get("settings", {})
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "precision": settings.get("precision"),
+        "size": settings.get("size"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--video", type=Path, default=ROOT / "demo" / "cup.mp4")
+    parser.add_argument("--mask", type=Path, default=ROOT / "demo" / "cup-mask.png")
+    parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weights", type=Path, help="weights instead of the embedded default model")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "segment_speed")
+    args = parser.parse_args()
+
+    extra = ["--weights", str(args.weights)] if args.weights else []
+    frames = count_frames(args.video)
+    print(f"{args.video.name}: {frames} frames; {args.threads} threads")
+    samples: dict[str, list[dict]] = {name: [] for name in args.runs}
+    for repeat in range(args.repeats):
+        for name in args.runs:
+            result = run_once(RUNS[name], args.video, args.mask, extra, args.threads)
+            samples[name].append(result)
+            print(
+                f"[{repeat + 1}/{args.repeats}] {name}: {frames / result['seconds']:.1f} frames/s "
+                f"({result['seconds']:.1f} s, {result['precision']}, size {result['size']}), "
+                f"peak RSS {result['peak_rss_mb']:.0f} MiB"
+            )
+
+    rows = []
+    for name, runs in samples.items():
+        fps = [frames / r["seconds"] for r in runs]
+        rows.append(
+            {
+                "run": name,
+                "options": " ".join(RUNS[name].args),
+                "precision": runs[0]["precision"],
+                "size": runs[0]["size"],
+                "fps_best": max(fps),
+                "fps_median": statistics.median(fps),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            }
+        )
+    setup = {
+        "video": args.video.name,
+        "frames": frames,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "weights": str(args.weights) if args.weights else "embedded default model",
+        "cpu": cpu_description(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(args.out / "speed.json", "w") as f:
+        json.dump({"setup": setup, "results": rows, "samples": samples}, f, indent=2)
+    with atomic_write(args.out / "speed.csv", "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for row in rows:
+        print(
+            f"{row['run']:>13}: best {row['fps_best']:.1f}, median {row['fps_median']:.1f} frames/s, "
+            f"peak RSS {row['peak_rss_mb']:.0f} MiB"
+        )
+    print(f"results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
