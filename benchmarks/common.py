@@ -4,8 +4,6 @@ held-out composite clips, and process measurements."""
 from __future__ import annotations
 
 import argparse
-import resource
-import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from xmem.data import CompositeConfig
+from xmem.jobs.monitor import peak_rss_mib as peak_rss_mb  # noqa: F401  (for the benchmark scripts)
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -76,17 +75,6 @@ class SyntheticVideo:
 
     def mask(self, t: int) -> np.ndarray:
         return self.frame_and_mask(t)[1]
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / (1024 * 1024)
 
 
 def add_clip_arguments(

@@ -3,7 +3,8 @@
 Used by benchmarks/speed.py (its current interface: ``step`` takes 3×H×W images). The reference code is
 not part of this project: point --reference-dir at a
 checkout of it (its ResNet constructors set to ``pretrained=False`` so that nothing is downloaded).
-Weights: the golden rule (same key names as the released checkpoint). Prints one JSON line.
+Weights: the golden rule (same key names as the released checkpoint), from a ``--weights`` file (loaded
+as the reference's eval.py loads XMem.pth) or built in memory. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reference-dir", type=Path, required=True)
     parser.add_argument("--save-masks", type=Path, required=True)
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="a .pth file, loaded as the reference's eval.py does (default: built in memory)",
+    )
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=854)
@@ -56,8 +62,12 @@ def main() -> None:
     use_cuda = device.type == "cuda"
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    net = XMem({"key_dim": 64, "value_dim": 512, "hidden_dim": 64}, model_path=None)
-    net.load_weights(golden_rule_state_dict(), init_as_zero_if_needed=True)
+    if args.weights is not None:  # eval.py: the constructor reads the file, then it is loaded once more
+        net = XMem({}, str(args.weights), map_location="cpu").eval()
+        net.load_weights(torch.load(args.weights, map_location="cpu"), init_as_zero_if_needed=True)
+    else:
+        net = XMem({"key_dim": 64, "value_dim": 512, "hidden_dim": 64}, model_path=None)
+        net.load_weights(golden_rule_state_dict(), init_as_zero_if_needed=True)
     net.eval()
     net.to(device)
     config = {

@@ -1,13 +1,13 @@
 """Frames/s and peak memory of whole ``xmem segment`` processes on a real 480p video (issue 25's targets).
 
     python benchmarks/segment_speed.py                    # demo/cup.mp4, the default model, 2 threads
-    python benchmarks/segment_speed.py --runs auto-240 fp32-480 --repeats 3
+    python benchmarks/segment_speed.py --runs auto-default fp32-480 --repeats 3
 
 Each run is one ``xmem segment`` process, timed from its start to its exit (imports, loading the weights,
-decoding, the engine, writing every PNG and summary.json), with the peak RSS of that process alone
-(``os.wait4``). Frames/s = frames of the video / wall seconds. Runs of one call are interleaved (all
-runs once, then again for each repeat) so that a slow spell of the machine falls on every run alike; the
-table gives each run's best and median. The CPU's model name and its matrix-unit flags are recorded with
+decoding, the engine, writing every PNG and summary.json), with the peak RSS of that process alone (its
+``VmHWM``, which summary.json records). Frames/s = frames of the video / wall seconds. Runs of one call are
+interleaved (all runs once, then again for each repeat) so that a slow spell of the machine falls on every
+run alike; the table gives each run's best and median. The CPU's model name and its matrix-unit flags are recorded with
 the results (these figures vary between CPUs: compare within one call).
 Results: benchmarks/results/segment_speed/ (speed.csv, speed.json).
 """
@@ -85,18 +85,18 @@ def run_once(run: Run, video: Path, mask: Path, extra: list[str], threads: int) 
         cmd += [*run.args, *extra, "--quiet"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         seconds = time.perf_counter() - start
-        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        proc.stderr and proc.stderr.close()
-        if os.waitstatus_to_exitcode(status) != 0:
+        if proc.returncode != 0:
+            stderr = proc.stderr.decode(errors="replace")
             raise SystemExit(f"{run.name} failed: {' '.join(cmd)}\n{stderr[-3000:]}")
         summary = json.loads((out / "summary.json").read_text())
     settings = summary.get("settings", {})
     return {
         "seconds": seconds,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        # the process's own high-water mark (VmHWM, in summary.json): a child's rusage would count this
+        # script's memory at the fork
+        "peak_rss_mb": summary["peak_memory_mib"]["process_rss"],
         "precision": settings.get("precision"),
         "size": settings.get("size"),
     }

@@ -3,7 +3,8 @@
     python benchmarks/speed.py                      # 150 frames, 480×854, 2 objects, 2 threads
     python benchmarks/speed.py --reference-dir /path/to/XMem-checkout
 
-Random official-layout weights (the golden rule), a synthetic 2-object video (benchmarks/common.py).
+Random official-layout weights (the golden rule) written to a .pth file that each implementation loads as
+its command line does, a synthetic 2-object video (benchmarks/common.py).
 Every configuration runs in its own process (so peak RSS is its own); frames/s excludes the first frame.
 The reference (hkchengrex/XMem, patched only to run on the CPU, see benchmarks/reference_runner.py)
 is optional: it is not part of this project and is never downloaded.
@@ -30,17 +31,27 @@ from common import SyntheticVideo, peak_rss_mb  # noqa: E402
 from xmem.io.atomic import atomic_write  # noqa: E402
 
 
+def worker_weights(args: argparse.Namespace) -> None:
+    """The golden-rule weights as a .pth file (in a process of its own: a child's peak RSS counts its
+    parent's memory at the fork, so the parent never imports torch)."""
+    import torch
+
+    from xmem.model.golden import golden_rule_state_dict
+
+    torch.save(golden_rule_state_dict(), args.weights)
+
+
 def worker_ours(args: argparse.Namespace) -> None:
     import torch
 
     from xmem.config import InferenceConfig, Precision
     from xmem.inference.segmenter import VideoSegmenter
-    from xmem.model.golden import golden_rule_model
+    from xmem.model.checkpoint import load_model
 
     torch.set_num_threads(args.threads)
     video = SyntheticVideo(args.frames, args.height, args.width, args.objects, seed=args.seed)
     config = InferenceConfig(size=-1, device="cpu", precision=Precision(args.precision))
-    seg = VideoSegmenter(golden_rule_model(), config)
+    seg = VideoSegmenter(load_model(args.weights), config, copy_network=False)  # as xmem segment --weights
     masks = np.zeros((args.frames, args.height, args.width), np.uint8)
     times = []
     start = time.perf_counter()
@@ -74,18 +85,27 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--reference-dir", type=Path, help="a checkout of the reference XMem code (optional)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["ours", "weights"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--save-masks", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "ours":
         worker_ours(args)
+        return
+    if args.worker == "weights":
+        worker_weights(args)
         return
 
     common = ["--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width)]
     common += ["--objects", str(args.objects), "--threads", str(args.threads), "--seed", str(args.seed)]
     rows, masks = [], {}
     with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "golden.pth"  # both implementations load the same file, each its own way
+        subprocess.run(
+            [sys.executable, __file__, "--worker", "weights", "--weights", str(weights)], check=True
+        )
+        common += ["--weights", str(weights)]
         for precision in args.precisions:
             path = Path(tmp) / f"ours-{precision}.npy"
             cmd = [

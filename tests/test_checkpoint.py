@@ -246,6 +246,23 @@ def test_load_without_a_path_is_the_embedded_model_not_a_random_network() -> Non
     assert all(torch.equal(loaded[k], shipped[k].to(loaded[k].dtype)) for k in shipped)
 
 
+def test_weights_become_the_files_tensors_in_fp32_and_trainable(tmp_path: Path, golden_state: dict) -> None:
+    """The network is built without weights (meta device) and takes the file's tensors: fp16 files give
+    fp32 parameters of the same values, every parameter is trainable, and the constants the network computes
+    itself (the Lite encoder's input shift, non-persistent) equal those of a network built normally."""
+    half = {k: v.half() if v.is_floating_point() else v for k, v in golden_state.items()}
+    model = xmem.load_model(_save(half, tmp_path / "half.pth"))
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32 and p.requires_grad and p.device.type == "cpu", name
+        assert torch.equal(p, half[name].float()), name
+    lite = xmem.load_model(None)
+    built = XMem(lite.config)
+    constants = [name for name, _ in built.named_buffers() if name not in built.state_dict()]
+    assert any(name.endswith("input_shift") for name in constants)
+    loaded, fresh = dict(lite.named_buffers()), dict(built.named_buffers())
+    assert all(torch.equal(loaded[name], fresh[name]) for name in constants)
+
+
 # --------------------------------------------------------------------------------------------------
 # 5. Errors
 

@@ -223,6 +223,24 @@ def test_the_given_network_is_left_untouched(golden_model):
     assert isinstance(golden_model.key_encoder.bn1, torch.nn.BatchNorm2d)
 
 
+def test_an_engine_prepared_in_place_gives_the_same_masks(golden, golden_model):
+    """``copy_network=False`` (the command line's choice: one set of weights in memory) converts the given
+    network itself: BatchNorms folded, and every frame's probabilities equal the copying engine's."""
+    model = golden_model.__class__(golden_model.config)
+    model.load_state_dict(golden_model.state_dict())
+    model.eval()
+    frames = golden["frames"][:8]
+    in_place = InferenceCore(model, GOLDEN_CONFIG, copy_network=False)
+    assert in_place.network is model
+    assert not isinstance(model.key_encoder.bn1, torch.nn.BatchNorm2d)
+    copied = InferenceCore(golden_model, GOLDEN_CONFIG)
+    prompts = {0: golden["mask0"]}
+    for t, (a, b) in enumerate(
+        zip(run_core(in_place, frames, prompts), run_core(copied, frames, prompts), strict=True)
+    ):
+        assert torch.equal(a, b), f"frame {t}"
+
+
 def test_a_frame_after_the_end_asks_for_reset(golden, golden_model):
     core = InferenceCore(golden_model, GOLDEN_CONFIG)
     core.step(golden["frames"][0], golden["mask0"], end=True)  # a one-frame video: nothing memorised

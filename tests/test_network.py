@@ -518,8 +518,9 @@ def test_bfloat16_close_to_fp32(model: XMem, image: torch.Tensor, fp32_outputs) 
 
 
 def test_frozen_split_weights_follow_to_and_stay_out_of_the_state_dict() -> None:
-    """An inference copy stores its split halves as non-persistent buffers: same outputs, same state_dict
-    keys, and the halves follow ``Module.to``."""
+    """An inference copy stores its split halves as non-persistent buffers and releases the whole weights
+    (one copy in memory): same outputs, the state_dict loses only the two split weights, freezing twice
+    changes nothing, and the halves follow ``Module.to``."""
     torch.manual_seed(7)
     block = SplitResBlock(6, 4, 8).eval()
     x, g = torch.randn(1, 6, 5, 5), torch.randn(1, 2, 4, 5, 5)
@@ -527,7 +528,10 @@ def test_frozen_split_weights_follow_to_and_stay_out_of_the_state_dict() -> None
     with torch.no_grad():
         live = block.forward_split(x, g)
         block.freeze_split_weights()
-        assert set(block.state_dict()) == keys
+        assert block.conv1.weight is None and block.downsample.weight is None
+        assert block.conv1.bias is not None and block.downsample.bias is not None
+        assert set(block.state_dict()) == keys - {"conv1.weight", "downsample.weight"}
+        block.freeze_split_weights()
         torch.testing.assert_close(block.forward_split(x, g), live)
         block.to(torch.float64)
         assert block._conv1_first.dtype == torch.float64

@@ -248,6 +248,19 @@ def test_a_workspace_of_another_video_or_model_is_refused(clip, tmp_path, golden
         session(clip, changed, workspace=ws)
 
 
+def test_a_session_that_converts_its_model_in_place_reopens_with_a_copy(clip, golden, golden_model, tmp_path):
+    """The workspace's model fingerprint is taken from the weights as given, before the engine folds its
+    BatchNorms: a workspace saved by ``xmem annotate`` (``copy_model=False``) reopens from Python."""
+    model = golden_model.__class__(golden_model.config)
+    model.load_state_dict(golden_model.state_dict())
+    ws = tmp_path / "ws"
+    first = session(clip, model, workspace=ws, copy_model=False)
+    assert first.core.network is model
+    first.add_mask(0, 1, golden["mask0"] == 1)
+    reopened = session(clip, golden_model, workspace=ws)
+    assert reopened.objects == [1] and (reopened.mask(0) == (golden["mask0"] == 1)).all()
+
+
 def test_a_stopped_propagation_leaves_whole_files(clip, golden, golden_model, tmp_path):
     ws = tmp_path / "ws"
     s = session(clip, golden_model, workspace=ws)

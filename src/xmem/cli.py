@@ -260,7 +260,7 @@ def run_segment(args: argparse.Namespace) -> int:
         from xmem.interactive.prompt_file import load_prompt_file
 
         prompts = load_prompt_file(source, args.prompts, args.out, predictor)
-    core = InferenceCore(model, dataclasses.replace(config, device=device))
+    core = InferenceCore(model, dataclasses.replace(config, device=device), copy_network=False)
     job = _segment_job(args, core, source, prompts, weights, args.out, args.overlay, progress=not args.quiet)
     log.info(
         "segmenting %s (%s frames) on %s (%s: %s), objects %s",
@@ -309,7 +309,7 @@ def _run_dataset(args: argparse.Namespace, config: InferenceConfig) -> int:
                 "continue"
             )
     model, weights = _load_weights(args.weights)
-    core = InferenceCore(model, dataclasses.replace(config, device=device))
+    core = InferenceCore(model, dataclasses.replace(config, device=device), copy_network=False)
     log.info(
         "%d videos of %s%s on %s",
         len(mine),
@@ -436,6 +436,7 @@ def _serve_session(
             dataclasses.replace(config, device=device),
             predictor=predictor,
             workspace=args.workspace,
+            copy_model=False,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

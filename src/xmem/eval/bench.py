@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import resource
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,6 +56,7 @@ from xmem.eval.bench_videos import (
 from xmem.eval.protocol import Protocol as ScoringProtocol
 from xmem.eval.protocol import VideoResult, VideoScorer
 from xmem.inference.segmenter import VideoSegmenter
+from xmem.jobs.monitor import current_rss_mib, peak_rss_mib
 from xmem.model.network import XMem
 
 __all__ = [
@@ -95,18 +94,16 @@ MIB = float(2**20)
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+    """Peak resident set size of this process so far, in MiB (:func:`xmem.jobs.monitor.peak_rss_mib`;
+    NaN where it is not available)."""
+    peak = peak_rss_mib()
+    return math.nan if peak is None else peak
 
 
 def current_rss_mb() -> float:
     """Current resident set size of this process in MiB (Linux ``/proc``; NaN where it is not available)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / MIB
-    except OSError:
-        return math.nan
+    current = current_rss_mib()
+    return math.nan if current is None else current
 
 
 # --- the run -------------------------------------------------------------------------------------

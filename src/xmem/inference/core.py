@@ -31,10 +31,14 @@ from xmem.model.network import XMem
 MaskLike = np.ndarray | torch.Tensor
 
 
-def prepare_network(network: XMem, device: torch.device, precision: Precision) -> XMem:
-    """An inference copy of ``network`` (the given one is left untouched): eval mode, BatchNorm folded
-    into the convolutions, on ``device`` in the precision's dtype, channels-last where it helps."""
-    network = copy.deepcopy(network).eval()
+def prepare_network(
+    network: XMem, device: torch.device, precision: Precision, *, copy_network: bool = True
+) -> XMem:
+    """``network`` made ready for inference: eval mode, BatchNorm folded into the convolutions, on
+    ``device`` in the precision's dtype, channels-last where it helps. A copy is prepared, leaving the given
+    network untouched, unless ``copy_network`` is false: the given network is then converted in place
+    (no second set of weights in memory) and must not be trained or saved afterwards."""
+    network = (copy.deepcopy(network) if copy_network else network).eval()
     fold_batchnorm(network)
     network = network.to(device=device, dtype=precision.dtype)
     if device.type != "mps":
@@ -78,16 +82,22 @@ class InferenceCore:
     defines, by default those present), or a K×H×W float tensor of probabilities for the K ids in
     ``objects``. New ids are added; given objects override the prediction in their area; objects the mask
     does not define keep their prediction. ``end=True`` marks the last frame (never memorised).
+
+    The engine prepares a copy of ``network`` (see :func:`prepare_network`); ``copy_network=False``
+    converts the given network in place instead, saving one set of weights where the caller has no
+    further use for it (the command line does this).
     """
 
-    def __init__(self, network: XMem, config: InferenceConfig | None = None) -> None:
+    def __init__(
+        self, network: XMem, config: InferenceConfig | None = None, *, copy_network: bool = True
+    ) -> None:
         config = config or InferenceConfig()
         config = with_recorded_settings(config, network)
         self.device = resolve_device(config.device)
         choice = resolve_precision(config.precision, self.device)
         self.config = dataclasses.replace(config, precision=choice.precision)
         self.precision_reason = choice.reason  # why this precision runs ("asked for", or auto's reason)
-        self.network = prepare_network(network, self.device, self.config.precision)
+        self.network = prepare_network(network, self.device, self.config.precision, copy_network=copy_network)
         self.dtype = self.config.precision.dtype
         self._encode_key, self._segment, self._encode_value = network_calls(self.network, self.config.compile)
         self.reset()

@@ -40,11 +40,14 @@ class VideoSegmenter:
     ``frames``: any iterable of RGB frames (H×W×3 uint8 arrays or 3×H×W float tensors in [0, 1]), read
     lazily. ``prompts`` maps frame indices to H×W index masks; a prompt defines the objects present in it
     (new ids are added, existing ones corrected); objects absent from it keep being propagated. Frames
-    before the first prompt are all background.
+    before the first prompt are all background. ``copy_network``: as for :class:`InferenceCore` (False
+    prepares ``network`` in place, holding one set of weights instead of two).
     """
 
-    def __init__(self, network: XMem, config: InferenceConfig | None = None) -> None:
-        self.core = InferenceCore(network, config)
+    def __init__(
+        self, network: XMem, config: InferenceConfig | None = None, *, copy_network: bool = True
+    ) -> None:
+        self.core = InferenceCore(network, config, copy_network=copy_network)
 
     @property
     def objects(self) -> list[int]:

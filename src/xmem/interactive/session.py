@@ -75,7 +75,9 @@ class VideoSession:
     (default: the embedded default model); ``config``: the engine's settings. ``predictor`` turns clicks,
     boxes and scribbles into masks (default: :class:`GrabCutPredictor`). ``workspace``: a folder where the
     session is saved as it changes, and from which it is restored when it exists (a workspace of another
-    video or model is refused with a ``ValueError``). Object ids are 1-255.
+    video or model is refused with a ``ValueError``). Object ids are 1-255. ``copy_model=False`` lets the
+    engine prepare ``model`` in place instead of a copy (one set of weights in memory; ``model`` is then
+    the engine's and must not be trained or saved).
     """
 
     def __init__(
@@ -87,15 +89,17 @@ class VideoSession:
         predictor: MaskPredictor | None = None,
         cache_frames: int = 16,
         workspace: str | Path | None = None,
+        copy_model: bool = True,
     ) -> None:
         if model is None:
             from xmem.model.checkpoint import load_model
 
-            model = load_model()
+            model, copy_model = load_model(), False
         source = open_frames(frames) if isinstance(frames, (str, Path)) else frames
         self.frames = FrameCache(source, cache_frames)
         self.height, self.width = source.first_size()
-        self.core = InferenceCore(model, config)
+        fingerprint = model_fingerprint(model)  # of the weights as given, before the engine prepares them
+        self.core = InferenceCore(model, config, copy_network=copy_model)
         self.predictor: MaskPredictor = predictor if predictor is not None else GrabCutPredictor()
         self._masks: dict[int, bytes] = {}
         self._key_frames: set[int] = set()
@@ -107,7 +111,7 @@ class VideoSession:
             "location": source.location,
             "frames": len(self.frames),
             "size": [self.height, self.width],
-            "model": model_fingerprint(model),
+            "model": fingerprint,
         }
         if self.workspace is not None:
             saved = self.workspace.read()

@@ -21,7 +21,19 @@ def current_rss_mib() -> float | None:
 
 
 def peak_rss_mib() -> float | None:
-    """The highest resident memory of this process so far, or None where it cannot be read."""
+    """The highest resident memory of this process so far, or None where it cannot be read.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` survives ``exec``,
+    so in a process started from a larger one (a Python script running ``xmem segment``) it reports the
+    parent's memory at the fork instead of this program's.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from xmem.config import Architecture, ModelConfig
 from xmem.configio import ConfigError, build, to_dict
@@ -99,10 +100,14 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "che
 
 
 def load_state_dict_strict(
-    model: XMem, state: Mapping[str, torch.Tensor], source: str = "checkpoint"
+    model: XMem, state: Mapping[str, torch.Tensor], source: str = "checkpoint", *, assign: bool = False
 ) -> None:
     """Load ``state`` into ``model``, accepting a stage-0 (4-channel) value encoder; any other mismatch
-    raises :class:`CheckpointError` naming the missing, unexpected and mis-shaped keys."""
+    raises :class:`CheckpointError` naming the missing, unexpected and mis-shaped keys.
+
+    ``assign=True`` makes the state's tensors the model's (converted to the model's dtypes where they
+    differ) instead of copying them: for a model built on the meta device, which then never holds a
+    second set of weights."""
     state = dict(state)
     conv1 = state.get(VALUE_CONV1_KEY)
     expected = model.state_dict()
@@ -130,7 +135,9 @@ def load_state_dict_strict(
         problems.append(f"mis-shaped keys: {_summarise(misshaped)}")
     if problems:
         raise CheckpointError(f"{source}: does not match the XMem architecture: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
+    if assign:
+        state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
@@ -223,6 +230,26 @@ def load_weights_into(model: XMem, path: str | Path) -> None:
     load_state_dict_strict(model, state, source=str(path))
 
 
+class _SkipMetaInitialisation(TorchFunctionMode):
+    """Skips the in-place operations on meta tensors (the initialisers: ``normal_``, ``uniform_``,
+    ``fill_``, ``zero_``...) while a network is built on the meta device. They would compute nothing, yet
+    their meta kernels import torch's decomposition machinery: about 900 modules, 150 MB and a second."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        in_place = name.endswith("_") and not name.endswith("__")
+        if in_place and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def _network_without_weights(config: ModelConfig) -> XMem:
+    """An XMem whose parameters are shapes only (meta device), for :func:`load_state_dict_strict` with
+    ``assign=True``: no memory, no random initialisation, no second copy of the weights."""
+    with torch.device("meta"), _SkipMetaInitialisation():
+        return XMem(config)
+
+
 def load_model(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> XMem:
     """Load an XMem network from a released checkpoint (e.g. ``XMem.pth``) or an xmem ``.safetensors``
     file, in eval mode; without ``path``, the embedded default model (XMem-Lite trained by this project,
@@ -240,7 +267,14 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
                 "or pass the path of a checkpoint (e.g. XMem.pth)"
             )
     state, config, info = _read_any(path)
-    model = XMem(config)
-    load_state_dict_strict(model, state, source=str(path))
+    model = _network_without_weights(config)
+    load_state_dict_strict(
+        model, state, source=str(path), assign=True
+    )  # the file's tensors become the weights
+    del state
+    unset = [name for name, t in model.state_dict(keep_vars=True).items() if t.is_meta]
+    unset += [name for name, t in model.named_buffers() if t.is_meta]
+    if unset:  # a constant computed in __init__ without an explicit device would be left without values
+        raise RuntimeError(f"load_model: tensors left on the meta device: {', '.join(sorted(set(unset)))}")
     model.inference_size, model.inference_mem_every = recorded_inference_settings(info)
     return model.eval().to(device)

@@ -122,10 +122,9 @@ def _input_scale_and_shift() -> tuple[torch.Tensor, torch.Tensor]:
     """``a``, ``p`` (3 each) with ``lite_normalised = a * (imagenet_normalised - p)`` for every pixel."""
     from xmem.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD  # (xmem.inference imports the network)
 
-    mean, std = (
-        torch.tensor(IMAGENET_MEAN, dtype=torch.float64),
-        torch.tensor(IMAGENET_STD, dtype=torch.float64),
-    )
+    # on the CPU explicitly: real values even when the network is built on the meta device (load_model)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64, device="cpu")
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64, device="cpu")
     # imagenet x = (v - mean) / std, lite y = (v - LITE_MEAN) / LITE_STD, so y = std / LITE_STD * (x - p)
     return std / LITE_STD, (LITE_MEAN - mean) / std
 

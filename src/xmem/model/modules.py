@@ -25,7 +25,9 @@ class SplitConv:
 
     Taken on the fly (so gradients reach the full parameter) until :meth:`freeze` stores them as
     non-persistent buffers of the owning module, as an inference copy does once its weights are final
-    (they then follow ``Module.to`` but are not part of the state_dict).
+    (they then follow ``Module.to`` but are not part of the state_dict). Freezing releases the whole
+    weight (the convolution's ``weight`` becomes None; its bias stays): only the halves are used from then
+    on, and the fusion blocks' convolutions are the largest of the official network.
     """
 
     def __init__(self, owner: nn.Module, conv_name: str, split: int) -> None:
@@ -42,7 +44,10 @@ class SplitConv:
         return w[:, : self.split], w[:, self.split :]
 
     def freeze(self, owner: nn.Module) -> None:
-        w = getattr(owner, self.conv_name).weight.detach()
+        if getattr(owner, self._buffers[0]) is not None:  # frozen already
+            return
+        conv = getattr(owner, self.conv_name)
+        w = conv.weight.detach()
         fmt = (
             torch.channels_last
             if w.is_contiguous(memory_format=torch.channels_last)
@@ -50,6 +55,8 @@ class SplitConv:
         )
         for name, part in zip(self._buffers, (w[:, : self.split], w[:, self.split :]), strict=True):
             setattr(owner, name, part.clone(memory_format=fmt).contiguous(memory_format=fmt))
+        del w
+        conv.weight = None  # one copy of these weights in memory, not two
 
 
 class ResBlock(nn.Module):
