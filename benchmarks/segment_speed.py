@@ -33,6 +33,9 @@ sys.path.insert(0, str(HERE))
 from xmem.io.atomic import atomic_write  # noqa: E402
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+# settings that change what runs, recorded with the results when set (the ISA caps emulate an older CPU:
+# ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 is an AVX2-only machine)
+RECORDED_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "PYTHONPATH")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weights", type=Path, help="weights instead of the embedded default model")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "segment_speed")
+    parser.add_argument("--note", default="", help="what this run is, recorded with the results")
     args = parser.parse_args()
 
     extra = ["--weights", str(args.weights)] if args.weights else []
@@ -150,6 +154,8 @@ def main() -> None:
         "repeats": args.repeats,
         "weights": str(args.weights) if args.weights else "embedded default model",
         "cpu": cpu_description(),
+        "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
+        "note": args.note,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out / "speed.json", "w") as f:

@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import SyntheticVideo, peak_rss_mb  # noqa: E402
+from segment_speed import cpu_description  # noqa: E402
 from xmem.io.atomic import atomic_write  # noqa: E402
 
 
@@ -153,6 +154,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     setup = {k: getattr(args, k) for k in ("frames", "height", "width", "objects", "threads", "seed")}
+    setup["cpu"] = cpu_description()
     with atomic_write(args.out / "speed.json", "w") as f:
         json.dump({"setup": setup, "results": rows}, f, indent=2)
     fields = [

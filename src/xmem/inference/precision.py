@@ -80,6 +80,10 @@ def choose_precision(device: torch.device) -> PrecisionChoice:
             return PrecisionChoice(
                 Precision.BF16, f"auto: this CPU has native bf16 matrix units ({', '.join(units)})"
             )
+        if units:  # e.g. ONEDNN_MAX_CPU_ISA caps oneDNN below them
+            return PrecisionChoice(
+                Precision.FP32, f"auto: oneDNN does not run bf16 here although the CPU has {', '.join(units)}"
+            )
         return PrecisionChoice(
             Precision.FP32, "auto: this CPU has no native bf16 matrix units (no amx_bf16 or avx512_bf16)"
         )
