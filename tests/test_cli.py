@@ -172,8 +172,8 @@ def test_the_default_model_names_itself_and_its_limits(video, tmp_path, caplog):
 
 
 def test_the_cli_does_not_import_torchvision():
-    """torchvision (1.4 s and 170 MB at start-up) is for training-data augmentation and the official
-    network's ResNet blocks; segmenting with the default model never loads it."""
+    """torchvision (1.4 s and 170 MB at start-up) is for training-data augmentation; segmenting never
+    loads it (the official network's ResNet blocks are xmem's own: tests/test_backbones.py)."""
     import subprocess
     import sys
 
