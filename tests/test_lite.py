@@ -258,6 +258,47 @@ def test_fused_relu6_and_grouped_convolutions_equal_the_plain_ops() -> None:
         ops.conv2d(x, w, b, relu6=True, relu=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_a_residual_add_written_in_place_equals_the_fresh_output(dtype, fmt) -> None:
+    """``add_in_place=True``: under inference_mode on the CPU the sum lands in ``add``'s own storage with
+    the same numbers as a fresh output; nothing is overwritten under autograd."""
+    if dtype is torch.bfloat16 and (fmt is torch.contiguous_format or not ops._onednn_bf16()):
+        pytest.skip("bf16 is fused channels-last only, on CPUs where oneDNN runs bf16")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 8, 12, 10, generator=g).to(dtype).contiguous(memory_format=fmt)
+    w = torch.randn(8, 8, 3, 3, generator=g).to(dtype).contiguous(memory_format=fmt)
+    b = torch.randn(8, generator=g).to(dtype)
+    add = torch.randn(2, 8, 12, 10, generator=g).to(dtype).contiguous(memory_format=fmt)
+    with torch.inference_mode():
+        fresh = ops.conv2d(x, w, b, padding=1, relu=True, add=add)
+        target = add.clone()
+        in_place = ops.conv2d(x, w, b, padding=1, relu=True, add=target, add_in_place=True)
+        assert in_place.data_ptr() == target.data_ptr() and torch.equal(in_place, fresh)
+    kept = add.clone()
+    with torch.enable_grad():  # training: the plain ops, which never write into add
+        ops.conv2d(x, w.requires_grad_(), b, padding=1, add=kept, add_in_place=True)
+    assert torch.equal(kept, add)
+
+
+def test_residual_stages_never_write_their_input() -> None:
+    """Blocks after a stage's first overwrite their input with the residual sum; the stage's own input stays
+    as the caller passed it, also where the first block has no downsampling convolution (ResNet-18's
+    layer1), and the same input gives the same output twice (the official network's inference copy)."""
+    net = prepare_network(golden_rule_model(), torch.device("cpu"), Precision.FP32)
+    g = torch.Generator().manual_seed(5)
+    for stage, channels in (
+        (net.value_encoder.layer1, 64),
+        (net.key_encoder.res2, 64),
+        (net.key_encoder.layer2, 256),
+    ):
+        x = torch.randn(2, channels, 16, 20, generator=g).contiguous(memory_format=torch.channels_last)
+        before = x.clone()
+        with torch.inference_mode():
+            first, second = stage(x), stage(x)
+        assert torch.equal(x, before) and torch.equal(first, second)
+
+
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_inference_copy_matches_the_training_network(
     model: XMem, image: torch.Tensor, fmt, monkeypatch

@@ -31,7 +31,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, own_input: bool = False) -> torch.Tensor:
+        if _folded(self):
+            return _run_block(self, x, own_input)
         shortcut = x if self.downsample is None else self.downsample(x)
         out = torch.relu(self.bn1(self.conv1(x)))
         return torch.relu(self.bn2(self.conv2(out)) + shortcut)
@@ -55,7 +57,9 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, own_input: bool = False) -> torch.Tensor:
+        if _folded(self):
+            return _run_block(self, x, own_input)
         shortcut = x if self.downsample is None else self.downsample(x)
         out = torch.relu(self.bn1(self.conv1(x)))
         out = torch.relu(self.bn2(self.conv2(out)))
@@ -71,7 +75,17 @@ def _make_layer(block: type[BasicBlock | Bottleneck], in_dim: int, planes: int, 
         )
     layers = [block(in_dim, planes, stride, downsample)]
     layers += [block(out_dim, planes) for _ in range(1, blocks)]
-    return nn.Sequential(*layers)
+    return ResidualStage(*layers)
+
+
+class ResidualStage(nn.Sequential):
+    """The blocks of one ResNet stage in sequence (``nn.Sequential``'s parameter names). Each block after
+    the first receives a tensor that only it uses, which it may overwrite with its residual sum."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self):
+            x = block(x, own_input=i > 0)
+        return x
 
 
 def _init_resnet(module: nn.Module) -> None:
@@ -114,9 +128,9 @@ class ResNetTrunk(nn.Module):
             x = self.maxpool(conv(x, self.conv1, relu=True))
         else:
             x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-        f4 = _run_stage(self._modules[self._layer1_name], x)
-        f8 = _run_stage(self.layer2, f4)
-        f16 = _run_stage(self.layer3, f8)
+        f4 = self._modules[self._layer1_name](x)
+        f8 = self.layer2(f4)
+        f16 = self.layer3(f8)
         return f16, f8, f4
 
 
@@ -125,20 +139,17 @@ def _folded(module: nn.Module) -> bool:
     return isinstance(module.bn1, nn.Identity)
 
 
-def _run_stage(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    for block in stage:
-        x = _run_block(block, x) if _folded(block) else block(x)
-    return x
-
-
-def _run_block(block: BasicBlock | Bottleneck, x: torch.Tensor) -> torch.Tensor:
-    """A residual block whose BatchNorms are folded, with ReLUs and the residual add fused into its convs."""
+def _run_block(block: BasicBlock | Bottleneck, x: torch.Tensor, own_input: bool) -> torch.Tensor:
+    """A residual block whose BatchNorms are folded, with ReLUs and the residual add fused into its convs.
+    The sum is written into the shortcut where nothing else needs it: the downsampling convolution's output,
+    or ``x`` itself when ``own_input`` (the stage passes each block's output to the next block only)."""
     identity = x if block.downsample is None else conv(x, block.downsample[0])
+    fresh = block.downsample is not None or own_input
     out = conv(x, block.conv1, relu=True)
-    if hasattr(block, "conv3"):  # a Bottleneck
+    if isinstance(block, Bottleneck):
         out = conv(out, block.conv2, relu=True)
-        return conv(out, block.conv3, relu=True, add=identity)
-    return conv(out, block.conv2, relu=True, add=identity)
+        return conv(out, block.conv3, relu=True, add=identity, add_in_place=fresh)
+    return conv(out, block.conv2, relu=True, add=identity, add_in_place=fresh)
 
 
 def resnet50_trunk(layer1_name: str = "res2") -> ResNetTrunk:

@@ -68,10 +68,14 @@ class ResBlock(nn.Module):
         self.conv2 = _conv3x3(out_dim, out_dim)
         self.downsample = _conv3x3(in_dim, out_dim) if in_dim != out_dim else None
 
-    def forward(self, g: torch.Tensor) -> torch.Tensor:
-        # g: (B*N)×C×H×W. The ReLU after conv1 and the residual add are fused into the convs.
+    def forward(self, g: torch.Tensor, *, own_input: bool = False) -> torch.Tensor:
+        # g: (B*N)×C×H×W. The ReLU after conv1 and the residual add are fused into the convs; the sum is
+        # written into the shortcut when nothing else needs it (a downsampling conv's output, or g itself
+        # when the caller passes a tensor it no longer needs: own_input).
         out = conv(F.relu(g), self.conv1, relu=True)
-        return conv(out, self.conv2, add=conv(g, self.downsample) if self.downsample is not None else g)
+        if self.downsample is not None:
+            return conv(out, self.conv2, add=conv(g, self.downsample), add_in_place=True)
+        return conv(out, self.conv2, add=g, add_in_place=own_input)
 
 
 class SplitResBlock(ResBlock):
@@ -104,7 +108,7 @@ class SplitResBlock(ResBlock):
         wdx, wdg = self._split_ds.parts(self)
         xd = conv2d(x, wdx, self.downsample.bias, padding=1)
         gd = conv2d(g_flat, wdg, None, padding=1)
-        out = conv(F.relu(out, inplace=True), self.conv2, add=gd)
+        out = conv(F.relu(out, inplace=True), self.conv2, add=gd, add_in_place=True)
         out.unflatten(0, (b, n)).add_(xd.unsqueeze(1))
         return out.unflatten(0, (b, n))
 
@@ -175,7 +179,7 @@ class FeatureFusionBlock(nn.Module):
         # x: B×Cx×H×W, g: B×N×Cg×H×W -> B×N×Cout×H×W
         b, n = g.shape[:2]
         g = self.block1.forward_split(x, g).flatten(0, 1)
-        g = self.block2(self.attention(g).add_(g))
+        g = self.block2(self.attention(g).add_(g), own_input=True)
         return g.unflatten(0, (b, n))
 
 
@@ -244,7 +248,7 @@ class UpsampleBlock(nn.Module):
         skip = conv(skip, self.skip_conv)
         g = F.interpolate(g, scale_factor=2.0, mode="bilinear", align_corners=False)
         g.unflatten(0, (-1, num_objects)).add_(skip.unsqueeze(1))
-        return self.out_conv(g)
+        return self.out_conv(g, own_input=True)
 
 
 class KeyProjection(nn.Module):

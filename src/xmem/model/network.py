@@ -71,8 +71,8 @@ class ValueEncoder(nn.Module):
         if w_obj.is_contiguous(memory_format=torch.channels_last):
             g = g.contiguous(memory_format=torch.channels_last)
         g = F.conv2d(g, w_obj, None, stride=2, padding=3)
-        g = (g.unflatten(0, (b, n)) + x.unsqueeze(1)).flatten(0, 1)
-        g = F.relu(self.maxpool(self.bn1(g)))
+        g = g.unflatten(0, (b, n)).add_(x.unsqueeze(1)).flatten(0, 1)  # g: a fresh conv output
+        g = F.relu(self.maxpool(self.bn1(g)), inplace=not torch.is_grad_enabled())
         g = self.layer3(self.layer2(self.layer1(g)))  # (B*N)×256×H16×W16
         value = self.fuser(f16, g.unflatten(0, (b, n)))  # B×N×Cv×H16×W16
         if deep_update and self.hidden_reinforce is not None and hidden is not None:

@@ -31,6 +31,15 @@ def _pointwise_ops():
 
 
 @functools.cache
+def _pointwise_inplace_ops():
+    """oneDNN's fused convolution that writes ``conv(x) + other`` into ``other``, or None."""
+    if _pointwise_ops() is None:
+        return None
+    ops = getattr(torch.ops.mkldnn, "_convolution_pointwise_", None)
+    return ops if ops is not None and hasattr(ops, "binary") else None
+
+
+@functools.cache
 def _onednn_bf16() -> bool:
     """Whether oneDNN runs bf16 convolutions on this CPU (AVX-512 BW/VL/DQ or AVX-NE-CONVERT; on AVX2 alone
     it refuses, and the plain PyTorch path is taken)."""
@@ -65,9 +74,15 @@ def conv2d(
     relu: bool = False,
     relu6: bool = False,
     add: torch.Tensor | None = None,
+    add_in_place: bool = False,
 ) -> torch.Tensor:
     """``act(conv2d(x, weight, bias) + add)`` (``add``: a tensor of the output's shape; ``act``: ReLU with
-    ``relu``, ReLU6 with ``relu6`` (not with ``add``), else none)."""
+    ``relu``, ReLU6 with ``relu6`` (not with ``add``), else none).
+
+    ``add_in_place=True`` says that nothing else uses ``add`` or shares its storage (views included: under
+    ``inference_mode`` they cannot be told apart): on the fused path the result is then written into it
+    (one output-sized allocation fewer, the same numbers); elsewhere it is ignored.
+    """
     if relu6 and (relu or add is not None):
         raise ValueError("relu6 is fused without relu and without add")
     if _fusable(x, weight) and (add is None or (add.shape[0] == x.shape[0] and add.dtype == x.dtype)):
@@ -77,9 +92,18 @@ def conv2d(
             if relu6:
                 return ops(x, weight, bias, *args, "hardtanh", [0.0, 6.0], "")
             return ops(x, weight, bias, *args, "relu" if relu else "none", [None], "")
-        if x.is_contiguous(memory_format=torch.channels_last):
+        fmt = (
+            torch.channels_last
+            if x.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
+        post = ("add", None, "relu" if relu else None, [], None)
+        in_place = _pointwise_inplace_ops() if add_in_place else None
+        if in_place is not None and add.is_contiguous(memory_format=fmt):
+            return in_place.binary(add, x, weight, bias, *args, *post)
+        if fmt is torch.channels_last:
             add = add.contiguous(memory_format=torch.channels_last)
-        return ops.binary(x, add, weight, bias, *args, "add", None, "relu" if relu else None, [], None)
+        return ops.binary(x, add, weight, bias, *args, *post)
     out = F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=groups)
     if add is not None:
         out.add_(add)  # in place on a fresh output: safe under autograd too
@@ -95,6 +119,7 @@ def conv(
     relu: bool = False,
     relu6: bool = False,
     add: torch.Tensor | None = None,
+    add_in_place: bool = False,
 ) -> torch.Tensor:
     """:func:`conv2d` with the weights and geometry of ``layer`` (dilation 1)."""
     return conv2d(
@@ -107,6 +132,7 @@ def conv(
         relu=relu,
         relu6=relu6,
         add=add,
+        add_in_place=add_in_place,
     )
 
 
