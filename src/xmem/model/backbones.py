@@ -16,10 +16,39 @@ from xmem.io.errors import InputError
 from xmem.model.ops import conv
 
 
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """A ResNet block: ``conv1/bn1 … convD/bnD`` with a ReLU after each, the last one after the shortcut is
+    added. Subclasses build the layers; the forward pass is shared (plain, or fused once the BatchNorms
+    are folded into the convolutions)."""
+
+    depth: int  # convolutions on the main path
+    expansion: int  # output channels / planes
+
+    def layers(self) -> list[tuple[nn.Conv2d, nn.Module]]:
+        return [(getattr(self, f"conv{i}"), getattr(self, f"bn{i}")) for i in range(1, self.depth + 1)]
+
+    def forward(self, x: torch.Tensor, *, own_input: bool = False) -> torch.Tensor:
+        """``own_input``: nothing else uses ``x`` (a stage's inner blocks), so the fused path may write the
+        residual sum into it; a downsampling convolution's output is always written into."""
+        *main, (last_conv, last_bn) = self.layers()
+        if _folded(self):
+            shortcut = x if self.downsample is None else conv(x, self.downsample[0])
+            out = x
+            for c, _ in main:
+                out = conv(out, c, relu=True)
+            fresh = self.downsample is not None or own_input
+            return conv(out, last_conv, relu=True, add=shortcut, add_in_place=fresh)
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = x
+        for c, bn in main:
+            out = torch.relu(bn(c(out)))
+        return torch.relu(last_bn(last_conv(out)) + shortcut)
+
+
+class BasicBlock(_ResidualBlock):
     """ResNet-18/34 block: two 3×3 convolutions (the first strided) with BatchNorms, plus the shortcut."""
 
-    expansion = 1
+    depth, expansion = 2, 1
 
     def __init__(
         self, in_dim: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
@@ -31,19 +60,12 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor, *, own_input: bool = False) -> torch.Tensor:
-        if _folded(self):
-            return _run_block(self, x, own_input)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + shortcut)
 
-
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """ResNet-50 block: 1×1 reduction, strided 3×3, 1×1 expansion (×4), each with a BatchNorm, plus the
     shortcut (the stride on the 3×3 convolution, as torchvision places it)."""
 
-    expansion = 4
+    depth, expansion = 3, 4
 
     def __init__(
         self, in_dim: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
@@ -56,14 +78,6 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.downsample = downsample
-
-    def forward(self, x: torch.Tensor, *, own_input: bool = False) -> torch.Tensor:
-        if _folded(self):
-            return _run_block(self, x, own_input)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = torch.relu(self.bn2(self.conv2(out)))
-        return torch.relu(self.bn3(self.conv3(out)) + shortcut)
 
 
 def _make_layer(block: type[BasicBlock | Bottleneck], in_dim: int, planes: int, blocks: int, stride: int):
@@ -137,19 +151,6 @@ class ResNetTrunk(nn.Module):
 def _folded(module: nn.Module) -> bool:
     """Whether the module's BatchNorms were folded into its convolutions (an inference copy)."""
     return isinstance(module.bn1, nn.Identity)
-
-
-def _run_block(block: BasicBlock | Bottleneck, x: torch.Tensor, own_input: bool) -> torch.Tensor:
-    """A residual block whose BatchNorms are folded, with ReLUs and the residual add fused into its convs.
-    The sum is written into the shortcut where nothing else needs it: the downsampling convolution's output,
-    or ``x`` itself when ``own_input`` (the stage passes each block's output to the next block only)."""
-    identity = x if block.downsample is None else conv(x, block.downsample[0])
-    fresh = block.downsample is not None or own_input
-    out = conv(x, block.conv1, relu=True)
-    if isinstance(block, Bottleneck):
-        out = conv(out, block.conv2, relu=True)
-        return conv(out, block.conv3, relu=True, add=identity, add_in_place=fresh)
-    return conv(out, block.conv2, relu=True, add=identity, add_in_place=fresh)
 
 
 def resnet50_trunk(layer1_name: str = "res2") -> ResNetTrunk:

@@ -272,9 +272,8 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
         model, state, source=str(path), assign=True
     )  # the file's tensors become the weights
     del state
-    unset = [name for name, t in model.state_dict(keep_vars=True).items() if t.is_meta]
-    unset += [name for name, t in model.named_buffers() if t.is_meta]
+    unset = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if unset:  # a constant computed in __init__ without an explicit device would be left without values
-        raise RuntimeError(f"load_model: tensors left on the meta device: {', '.join(sorted(set(unset)))}")
+        raise RuntimeError(f"load_model: tensors left on the meta device: {', '.join(unset)}")
     model.inference_size, model.inference_mem_every = recorded_inference_settings(info)
     return model.eval().to(device)
