@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +80,16 @@ def raise_interrupt() -> None:
     raise KeyboardInterrupt
 
 
+def late_interrupt() -> None:
+    time.sleep(0.5)
+    raise KeyboardInterrupt
+
+
 def test_abrupt_interruption_then_resume_is_byte_identical(tmp_path, job, weights, monkeypatch, caplog):
     video, mask, full = job
     part = tmp_path / "part"
-    stop_writer(monkeypatch, after=9, action=raise_interrupt)  # dies while writing frame 9
+    # dies while writing frame 9, late: the engine has gone on to the next frames meanwhile
+    stop_writer(monkeypatch, after=9, action=late_interrupt)
     assert run(video, mask, part, weights) == 130
     monkeypatch.undo()
 
@@ -94,8 +101,11 @@ def test_abrupt_interruption_then_resume_is_byte_identical(tmp_path, job, weight
         state.frames_done == 8 and state.engine["memory"]["long"]["key"] is not None
     )  # with long-term memory
     summary = json.loads((part / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["frames"] == 9
-    assert len(decode_video(Path(f"{part}.mp4"))) == 9  # the overlay so far is a valid video
+    assert (
+        summary["status"] == "interrupted" and summary["frames"] == 9
+    )  # the frames whose files were written
+    # the overlay so far is a valid video; it may hold a few frames whose files were still queued
+    assert 9 <= len(decode_video(Path(f"{part}.mp4"))) <= FRAMES
 
     steps = count_steps(monkeypatch)
     caplog.set_level("INFO")
@@ -125,7 +135,14 @@ def test_ctrl_c_stops_after_the_frame_saves_and_resumes(tmp_path, job, weights, 
     video, mask, full = job
     part = tmp_path / "part"
     handler = signal.getsignal(signal.SIGINT)  # (SIG_IGN when pytest runs in a background job)
-    stop_writer(monkeypatch, after=4, action=lambda: os.kill(os.getpid(), signal.SIGINT))
+    real = InferenceCore.step
+
+    def step(self, *args, **kwargs):  # Ctrl-C while the engine works on frame 4
+        if self.frame_index + 1 == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(InferenceCore, "step", step)
     assert run(video, mask, part, weights) == 130
     monkeypatch.undo()
     err = capsys.readouterr().err

@@ -112,9 +112,12 @@ class BackgroundWriter:
         self._pending: deque[Future] = deque()
         self._max_pending = max_pending
 
-    def submit(self, fn: Callable[..., object], *args: object) -> None:
+    def submit(self, fn: Callable[..., object], *args: object) -> Future:
+        """Queue ``fn(*args)``; returns its future (done once the write has finished or failed)."""
         self._reap(block=len(self._pending) >= self._max_pending)
-        self._pending.append(self._pool.submit(fn, *args))
+        future = self._pool.submit(fn, *args)
+        self._pending.append(future)
+        return future
 
     def _reap(self, *, block: bool) -> None:
         """Collect finished writes (waiting for the oldest one when ``block``); raise the first error."""

@@ -15,7 +15,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -256,6 +258,7 @@ class SegmentJob:
             log.info("mask colours -> object ids: %s", self.prompts.colours.describe())
         t0 = time.perf_counter()
         self._processed = 0
+        self._in_flight: deque[tuple[int, list[Future]]] = deque()  # (frames done, their writes)
         try:
             self._loop(start)
             if self.both_directions:
@@ -267,6 +270,7 @@ class SegmentJob:
             self._summary.status, self._summary.error = "failed", str(exc)
             raise
         finally:
+            self._count_written()  # the writer threads have finished: every write is done or failed
             elapsed = time.perf_counter() - t0
             self._summary.elapsed_s = round(elapsed, 3)
             self._summary.frames_per_second = round(self._processed / elapsed, 3) if elapsed > 0 else 0.0
@@ -320,11 +324,11 @@ class SegmentJob:
                         continue
                     prob = core.step(frame, self.prompts.mask(index), end=last)  # (N+1)×H×W
                     mask = index_mask_from_probabilities(prob, core.objects)
-                    self._write_frame(index, prob, mask)
+                    done = index + 1
+                    self._in_flight.append((done, self._write_frame(index, prob, mask)))
+                    self._count_written()
                     if writer is not None:
                         writer.write(frame, mask)
-                    done = index + 1
-                    self._summary.frames = done
                     self._processed += 1
                     bar.update(1)
                     if self.progress:
@@ -377,16 +381,29 @@ class SegmentJob:
                 writer.write(frame, read_index_mask(self.mask_path(index)))
 
     # -- pieces --------------------------------------------------------------------------------------------
-    def _write_frame(self, index: int, prob: torch.Tensor, mask: np.ndarray) -> None:
-        """Queue the frame's files for the writer threads (``_save_state`` waits for them)."""
-        self._files.submit(write_index_mask, self.mask_path(index), mask)
+    def _write_frame(self, index: int, prob: torch.Tensor, mask: np.ndarray) -> list[Future]:
+        """Queue the frame's files for the writer threads (``_save_state`` waits for them); returns the
+        writes' futures."""
+        writes = [self._files.submit(write_index_mask, self.mask_path(index), mask)]
         if self.options.save_probabilities:
             maps = (prob[1:].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()  # N×H×W
             name = self.source.name(index)
             for obj, pmap in zip(self.core.objects, maps, strict=True):
                 folder = self.options.folder / PROBABILITIES_FOLDER / str(obj)
                 folder.mkdir(parents=True, exist_ok=True)
-                self._files.submit(write_probability_map, folder / f"{name}.png", pmap)
+                writes.append(self._files.submit(write_probability_map, folder / f"{name}.png", pmap))
+        return writes
+
+    def _count_written(self) -> None:
+        """Advance the summary's frame count over the frames whose files are all written, in order. The
+        engine runs ahead of the writer threads; counting this way, the count after a failed write or an
+        interruption is the frames whose files are on disk."""
+        while self._in_flight and all(f.done() for f in self._in_flight[0][1]):
+            done, writes = self._in_flight.popleft()
+            if any(f.cancelled() or f.exception() is not None for f in writes):
+                self._in_flight.clear()  # the frames after a failed one do not count
+                return
+            self._summary.frames = done
 
     def _postfix(self) -> str:
         memory = self.core.memory
