@@ -169,11 +169,12 @@ def test_topk_softmax_keeps_the_k_largest_and_normalises_each_row():
     torch.testing.assert_close(dense, dense_topk_affinity(sim, 4))
 
 
-@pytest.mark.parametrize("n", [4096, 4101, 6000])
-def test_row_topk_prefilter_gives_the_values_of_torch_topk(n):
-    """Wide rows take the two-pass path (block maxima, then the candidates of the k best blocks): the k
-    values of every row are those of torch.topk, at columns that hold them, also for rows whose largest
-    values are packed into one block or lie in the last n mod 8 columns, and for repeated values."""
+@pytest.mark.parametrize("n", [1024, 4101, 9000])
+def test_row_topk_prefilter_gives_the_values_of_torch_topk(n, monkeypatch):
+    """Wide rows take the prefilter (block maxima, then the candidates of the k best blocks; at 9000
+    columns the best blocks are found by the prefilter too): the k values of every row are those of
+    torch.topk, at columns that hold them, also for rows whose largest values are packed into one block or
+    lie in the last n mod 8 columns, and for repeated values."""
     g = gen(11)
     sim = torch.randn(40, n, generator=g)
     width = n // similarity_module.PREFILTER_PARTS
@@ -181,7 +182,16 @@ def test_row_topk_prefilter_gives_the_values_of_torch_topk(n):
     sim[1, 3::width] += 10  # row 1: every large value in one block (columns 3, 3 + W, ...)
     sim[2, -(n % 8 or 1) :] += 10  # row 2: large values in the tail
     sim[3] = torch.randint(0, 5, (n,), generator=g).float()  # row 3: few distinct values, many ties
+    widths = []
+
+    def spy(matrix, k):
+        widths.append(matrix.shape[1])
+        return real(matrix, k)
+
+    real = similarity_module.row_topk
+    monkeypatch.setattr(similarity_module, "row_topk", spy)
     values, indices = row_topk(sim, 30)
+    assert widths == ([n // 8] if n < 8 * 1024 else [n // 8, n // 64])  # the levels of block maxima
     expected = torch.topk(sim, 30, dim=1).values
     assert values.shape == indices.shape == (40, 30)
     assert torch.equal(values.sort(1, descending=True).values, expected)

@@ -64,18 +64,20 @@ def topk_softmax(sim: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Ten
 
 
 PREFILTER_PARTS = 8  # column groups of the top-k prefilter
-PREFILTER_MIN_COLUMNS = 4096  # below this, one torch.topk is as fast
+PREFILTER_MIN_COLUMNS = 1024  # below this, one torch.topk is as fast
 
 
 def row_topk(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest values of each row of the M×N ``sim`` and their column indices (unsorted).
 
-    The values are exactly those of ``torch.topk``; on wide CPU matrices they are found in two passes
-    that scan each element once with vectorised instructions instead of once through a heap. The columns
+    The values are exactly those of ``torch.topk``; on wide CPU matrices they are found by a prefilter
+    that scans each element once with vectorised instructions instead of once through a heap. The columns
     are split into P interleaved groups of W = N // P (column j in block j mod W); a row's k blocks with
     the largest maxima hold all of its k largest values (a value outside them would be exceeded by k block
     maxima, so it would not be among the k largest), and the final top-k runs over those k·P candidates
-    only. The rare equal values may be picked at other columns than ``torch.topk`` picks them.
+    only. The k best blocks are themselves the top-k of the M×W block maxima, found the same way while W
+    is wide (two levels at tens of thousands of columns). The rare equal values may be picked at other
+    columns than ``torch.topk`` picks them.
     """
     m, n = sim.shape
     parts = PREFILTER_PARTS
@@ -83,7 +85,7 @@ def row_topk(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     if sim.device.type != "cpu" or n < PREFILTER_MIN_COLUMNS or width < k:
         return torch.topk(sim, k=k, dim=1, sorted=False)
     block_max = sim[:, : width * parts].unflatten(1, (parts, width)).amax(dim=1)  # M×W
-    blocks = torch.topk(block_max, k=k, dim=1, sorted=False).indices  # M×k
+    blocks = row_topk(block_max, k)[1]  # M×k
     offsets = torch.arange(0, width * parts, width, device=sim.device).view(1, parts, 1)
     columns = (blocks.unsqueeze(1) + offsets).flatten(1)  # M×(P·k)
     if width * parts < n:  # the last n mod P columns are candidates of every row
