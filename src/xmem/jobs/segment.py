@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 PROBABILITIES_FOLDER = "probabilities"
+POSTFIX_INTERVAL_S = 0.5  # the progress bar's memory figures are read at most this often, not every frame
 
 
 class JobStopped(KeyboardInterrupt):
@@ -312,6 +314,7 @@ class SegmentJob:
             dynamic_ncols=True,
             leave=False,
         )
+        shown = -math.inf  # when the bar's memory figures were last read
         try:
             with (
                 overlay as writer,
@@ -331,8 +334,10 @@ class SegmentJob:
                         writer.write(frame, mask)
                     self._processed += 1
                     bar.update(1)
-                    if self.progress:
+                    now = time.monotonic()
+                    if self.progress and now - shown >= POSTFIX_INTERVAL_S:
                         bar.set_postfix_str(self._postfix(), refresh=False)
+                        shown = now
                     if last:
                         break
                     every = opts.checkpoint_every
