@@ -47,9 +47,11 @@ def worker_ours(args: argparse.Namespace) -> None:
 
     from xmem.config import InferenceConfig, Precision
     from xmem.inference.segmenter import VideoSegmenter
+    from xmem.jobs.allocator import retain_large_blocks
     from xmem.model.checkpoint import load_model
 
     torch.set_num_threads(args.threads)
+    retain_large_blocks()  # as xmem segment does on the CPU
     video = SyntheticVideo(args.frames, args.height, args.width, args.objects, seed=args.seed)
     config = InferenceConfig(size=-1, device="cpu", precision=Precision(args.precision))
     seg = VideoSegmenter(load_model(args.weights), config, copy_network=False)  # as xmem segment --weights

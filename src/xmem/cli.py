@@ -31,6 +31,7 @@ from xmem.io.frames import FrameFolder, FrameSource
 from xmem.io.overlay import check_overlay_path
 from xmem.io.prompts import Prompts, load_prompts
 from xmem.io.video import open_frames
+from xmem.jobs.allocator import retain_large_blocks
 from xmem.jobs.distributed import Rank, barrier, process_group, rank_from_env, shard
 from xmem.jobs.segment import JobStopped, OutputOptions, SegmentJob, prepare_output_folder
 from xmem.model.checkpoint import CheckpointError, load_model
@@ -160,6 +161,12 @@ def _device(config: InferenceConfig, rank: Rank | None = None) -> str:
     return str(device)
 
 
+def _prepare_process(device: str) -> None:
+    """Process-wide settings of an inference run: on the CPU, large freed blocks stay with the process."""
+    if device == "cpu":
+        retain_large_blocks()
+
+
 def _load_weights(path: Path | None) -> tuple[XMem, dict[str, object]]:
     """The network and its provenance. Without a path: the embedded default model."""
     model = load_model(path)
@@ -254,6 +261,7 @@ def run_segment(args: argparse.Namespace) -> int:
         check_overlay_path(args.overlay)
     prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume, create=False)
     predictor = _click_predictor(args.click_weights, device)
+    _prepare_process(device)
     model, weights = _load_weights(args.weights)
     prepare_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     if args.prompts is not None:
@@ -308,6 +316,7 @@ def _run_dataset(args: argparse.Namespace, config: InferenceConfig) -> int:
                 f"{folder}: output folder is not empty; use --overwrite to write into it or --resume to "
                 "continue"
             )
+    _prepare_process(device)
     model, weights = _load_weights(args.weights)
     core = InferenceCore(model, dataclasses.replace(config, device=device), copy_network=False)
     log.info(
