@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from xmem.data import CompositeConfig
-from xmem.jobs.monitor import peak_rss_mib as peak_rss_mb  # noqa: F401  (for the benchmark scripts)
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:

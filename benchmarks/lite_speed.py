@@ -34,7 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import SyntheticVideo, peak_rss_mb  # noqa: E402
+from common import SyntheticVideo  # noqa: E402
+from xmem.jobs.monitor import peak_rss_mib  # noqa: E402
 
 # width settings (ModelConfig fields of the lite architecture; "default" is ModelConfig's default)
 VARIANTS = {
@@ -98,7 +99,7 @@ def worker(args: argparse.Namespace) -> None:
         "fps": len(steady) / sum(steady),
         "median_frame_ms": 1000 * float(np.median(steady)),
         "cpu_ms_per_frame": 1000 * sum(cpu_times[1:]) / len(steady),  # both threads: ~2× wall when alone
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mib(),
         "params_m": params / 1e6,
         "fp16_weights_mb": params * 2 / 1e6,
         **{k: round(1000 * v / len(steady), 1) for k, v in parts.items()},

@@ -21,8 +21,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import SyntheticVideo, peak_rss_mb  # noqa: E402
+from common import SyntheticVideo  # noqa: E402
 from xmem.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from xmem.jobs.monitor import peak_rss_mib  # noqa: E402
 from xmem.model.golden import golden_rule_state_dict  # noqa: E402
 
 
@@ -120,7 +121,7 @@ def main() -> None:
     times = run(args.frames, masks)
     np.save(args.save_masks, masks)
     fps = (len(times) - 1) / sum(times[1:])
-    result = {"fps": fps, "peak_rss_mb": peak_rss_mb(), "frame_seconds": times}
+    result = {"fps": fps, "peak_rss_mb": peak_rss_mib(), "frame_seconds": times}
     if use_cuda:
         result["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     print(json.dumps(result))

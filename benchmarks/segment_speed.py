@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from xmem.inference.precision import linux_cpu_flags  # noqa: E402
 from xmem.io.atomic import atomic_write  # noqa: E402
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -59,17 +60,16 @@ RUNS = {
 
 def cpu_description() -> dict:
     """The CPU's model name, core count and the matrix-unit flags that decide precision auto."""
-    name, flags = "unknown", set()
+    name = "unknown"
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+                break
     except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and name == "unknown":
-            name = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
+        pass
+    flags = linux_cpu_flags() or set()
     return {"model": name, "cores": os.cpu_count(), "flags": [f for f in CPU_FLAGS if f in flags]}
 
 

@@ -27,14 +27,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import SyntheticVideo, peak_rss_mb  # noqa: E402
+from common import SyntheticVideo  # noqa: E402
 from segment_speed import cpu_description  # noqa: E402
 from xmem.io.atomic import atomic_write  # noqa: E402
+from xmem.jobs.monitor import peak_rss_mib  # noqa: E402
 
 
 def worker_weights(args: argparse.Namespace) -> None:
-    """The golden-rule weights as a .pth file (in a process of its own: a child's peak RSS counts its
-    parent's memory at the fork, so the parent never imports torch)."""
+    """The golden-rule weights as a .pth file, which both implementations then load."""
     import torch
 
     from xmem.model.golden import golden_rule_state_dict
@@ -65,7 +65,7 @@ def worker_ours(args: argparse.Namespace) -> None:
         masks[index] = mask
     np.save(args.save_masks, masks)
     fps = (len(times) - 1) / sum(times[1:])
-    print(json.dumps({"fps": fps, "peak_rss_mb": peak_rss_mb(), "frame_seconds": times}))
+    print(json.dumps({"fps": fps, "peak_rss_mb": peak_rss_mib(), "frame_seconds": times}))
 
 
 def run_worker(cmd: list[str]) -> dict:

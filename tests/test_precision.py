@@ -25,11 +25,11 @@ flags\t\t: fpu vme sse sse2 avx avx2 avx512f avx512_bf16 avx512_vnni
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path) -> None:
     path = tmp_path / "cpuinfo"
     path.write_text(CPUINFO)
-    flags = precision._linux_cpu_flags(path)
+    flags = precision.linux_cpu_flags(path)
     assert flags is not None and {"avx2", "avx512_bf16"} <= flags and "amx_bf16" not in flags
     path.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
-    assert "avx512_bf16" not in precision._linux_cpu_flags(path)
-    assert precision._linux_cpu_flags(tmp_path / "none") is None
+    assert "avx512_bf16" not in precision.linux_cpu_flags(path)
+    assert precision.linux_cpu_flags(tmp_path / "none") is None
 
 
 @pytest.mark.parametrize(

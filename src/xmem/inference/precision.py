@@ -31,7 +31,7 @@ class PrecisionChoice:
     reason: str
 
 
-def _linux_cpu_flags(path: Path = CPUINFO) -> set[str] | None:
+def linux_cpu_flags(path: Path = CPUINFO) -> set[str] | None:
     """The flags of the first processor in ``path`` (None where there is no such file)."""
     try:
         text = path.read_text()
@@ -48,7 +48,7 @@ def _linux_cpu_flags(path: Path = CPUINFO) -> set[str] | None:
 def cpu_bf16_units() -> tuple[str, ...]:
     """The native bf16 matrix units this CPU has, by flag name (``amx_bf16``, ``avx512_bf16``); empty when
     it has none or they cannot be detected."""
-    flags = _linux_cpu_flags()
+    flags = linux_cpu_flags()
     if flags is not None:
         return tuple(f for f in BF16_CPU_FLAGS if f in flags)
     cpu = getattr(torch, "cpu", None)

@@ -28,6 +28,7 @@ def _davis_palette() -> np.ndarray:
 
 
 DAVIS_PALETTE = _davis_palette()
+_PNG_PALETTE = DAVIS_PALETTE.flatten().tolist()  # as PIL's putpalette takes it, built once
 
 
 class ColourMap:
@@ -127,7 +128,7 @@ def write_index_mask(path: str | Path, mask: np.ndarray) -> None:
             raise ValueError("palette PNGs hold object ids 0..255")
         mask = mask.astype(np.uint8)
     img = Image.fromarray(mask, mode="P")
-    img.putpalette(DAVIS_PALETTE.flatten().tolist())
+    img.putpalette(_PNG_PALETTE)
     with atomic_write(path) as f:
         img.save(f, format="PNG", compress_type=zlib.Z_RLE)
 

@@ -268,9 +268,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
             )
     state, config, info = _read_any(path)
     model = _network_without_weights(config)
-    load_state_dict_strict(
-        model, state, source=str(path), assign=True
-    )  # the file's tensors become the weights
+    load_state_dict_strict(model, state, source=str(path), assign=True)  # the file's tensors are the weights
     del state
     unset = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if unset:  # a constant computed in __init__ without an explicit device would be left without values
