@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from xmem.config import MemoryConfig
+from xmem.memory import manager as manager_module
 from xmem.memory import similarity as similarity_module
 from xmem.memory.manager import MemoryManager
 from xmem.memory.similarity import (
@@ -223,6 +224,19 @@ def test_read_reuses_the_similarity_storage_across_frames():
     assert manager._scratch.numel() >= H * W * 2 * H * W
 
 
+def test_row_chunks_cover_every_query_row_once():
+    """On a CPU the M×N similarities are read in chunks of at most about SIMILARITY_CHUNK elements (never
+    less than a row); on other devices in one piece."""
+    cpu = torch.device("cpu")
+    for m, n in [(1200, 7920), (2130, 15422), (6, 18), (1, 10**7)]:
+        chunks = manager_module._row_chunks(m, n, cpu)
+        assert [r for c in chunks for r in range(m)[c]] == list(range(m))
+        rows = max(c.stop - c.start for c in chunks)
+        assert rows == 1 or rows * n <= manager_module.SIMILARITY_CHUNK + n
+        assert len(chunks) == -(-m * n // manager_module.SIMILARITY_CHUNK) or rows == 1
+    assert manager_module._row_chunks(1200, 7920, torch.device("cuda")) == [slice(0, 1200)]
+
+
 def test_topk_softmax_subtracts_the_max_before_exp():
     """Similarities around -1e4 underflow exp() entirely: a naive softmax gives NaN, topk_softmax gives the
     finite softmax of (values - max) (REFERENCE §5 defect 1)."""
@@ -282,9 +296,15 @@ def test_usage_of_equals_column_sums_of_the_dense_affinity():
 
 
 # -- 5. reading through the manager -------------------------------------------------------------------------
-def test_read_one_frame_equals_dense_topk_readout_and_counts_usage():
+ONE_ROW_AT_A_TIME = 1  # SIMILARITY_CHUNK that reads the query rows one by one
+
+
+@pytest.mark.parametrize("chunk", [manager_module.SIMILARITY_CHUNK, ONE_ROW_AT_A_TIME])
+def test_read_one_frame_equals_dense_topk_readout_and_counts_usage(chunk, monkeypatch):
     """With one memory frame (two objects), read() is the dense top-k readout; each read adds the affinity
-    mass summed over query pixels to use and 1 to life; new elements start at use 0, life 1e-7."""
+    mass summed over query pixels to use and 1 to life; new elements start at use 0, life 1e-7. The same
+    holds when the query rows are read in chunks."""
+    monkeypatch.setattr(manager_module, "SIMILARITY_CHUNK", chunk)
     g = gen(7)
     manager = MemoryManager(small_config(top_k=4), hidden_dim=2)
     key, shrinkage, selection, value = make_frame(g, num_objects=2)
@@ -568,10 +588,13 @@ def check_memory_pairing(manager, truth, proto_truth):
                 assert (got[:, 1] >= torch.tensor([JOIN[o] for o in group]) - 1e-5).all()
 
 
-def test_late_objects_stay_paired_through_consolidation_and_eviction():
+@pytest.mark.parametrize("chunk", [manager_module.SIMILARITY_CHUNK, ONE_ROW_AT_A_TIME])
+def test_late_objects_stay_paired_through_consolidation_and_eviction(chunk, monkeypatch):
     """Objects 2 and 3 join on frames 2 and 5. Through repeated consolidations and evictions, every value row
     stays with the key it was created with (REFERENCE §5 defects 3 and 4), prototypes and working memory are
-    exactly those of the spec, and read() equals a dense readout over each group's columns."""
+    exactly those of the spec, and read() equals a dense readout over each group's columns (also when the
+    query rows are read in chunks)."""
+    monkeypatch.setattr(manager_module, "SIMILARITY_CHUNK", chunk)
     g = gen(10)
     config = small_config(top_k=5, num_prototypes=3, max_long_term_elements=10)
     manager = MemoryManager(config, hidden_dim=2)

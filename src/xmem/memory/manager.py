@@ -27,6 +27,18 @@ from xmem.memory.similarity import (
 )
 from xmem.memory.store import MemoryStore, StoreState
 
+SIMILARITY_CHUNK = 1 << 22  # similarities computed at a time on a CPU (16 MiB in fp32)
+
+
+def _row_chunks(m: int, n: int, device: torch.device) -> list[slice]:
+    """Query rows read together. On a CPU the M×N similarities of a 480p frame (tens of millions) are
+    computed and top-k'd in chunks of about :data:`SIMILARITY_CHUNK` elements: the chunk is scanned by the
+    top-k while it is still in the caches, instead of being written out whole and read back from memory.
+    Elsewhere all rows at once. The results are the same either way (each row is independent)."""
+    chunks = -(-m * n // SIMILARITY_CHUNK) if device.type == "cpu" else 1
+    rows = -(-m // max(chunks, 1))
+    return [slice(start, min(m, start + rows)) for start in range(0, m, rows)]
+
 
 @dataclass
 class _Readable:
@@ -101,36 +113,41 @@ class MemoryManager:
         mem = self._prepare()
         h, w = query_key.shape[-2:]
         q_terms = fold_query(query_key.flatten(1).float(), selection.flatten(1).float())  # (2Ck+1)×M
-        sim = self._similarity(q_terms, mem.keys)  # M×N
+        m, n = q_terms.shape[1], mem.keys.shape[1]
         lsize = mem.long_size
-        top_k = self.config.top_k
-        readouts = []
+        columns = []  # per group: its columns of the similarity matrix (None: all of them)
         for g in range(len(self.groups)):
             lg, wg = self.long.group_size(g), self.work.group_size(g)
             if lg == lsize and wg == mem.work_size:
-                sim_g = sim
+                columns.append(None)
             else:
-                cols = torch.cat(
-                    [
-                        torch.arange(lsize - lg, lsize, device=sim.device),
-                        torch.arange(lsize + mem.work_size - wg, lsize + mem.work_size, device=sim.device),
-                    ]
+                long_cols = torch.arange(lsize - lg, lsize, device=q_terms.device)
+                work_cols = torch.arange(
+                    lsize + mem.work_size - wg, lsize + mem.work_size, device=q_terms.device
                 )
-                sim_g = sim[:, cols]
-            weights, indices = topk_softmax(sim_g, top_k)  # M×k
+                columns.append(torch.cat([long_cols, work_cols]))
+        parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.groups]
+        for rows in _row_chunks(m, n, q_terms.device):
+            sim = self._similarity(q_terms[:, rows], mem.keys)  # rows×N
+            for g, cols in enumerate(columns):
+                parts[g].append(topk_softmax(sim if cols is None else sim[:, cols], self.config.top_k))
+        readouts = []
+        for g, chunks in enumerate(parts):
+            weights = torch.cat([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]  # M×k
+            indices = torch.cat([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
             if g == 0:
-                usage = usage_of(weights, indices, sim.shape[1])
+                usage = usage_of(weights, indices, n)
                 if lsize > 0:
                     self.long.update_usage(usage[:lsize])
                 self.work.update_usage(usage[lsize:])
-            readouts.append(self._readout_group(g, weights, indices, lg))
+            readouts.append(self._readout_group(g, weights, indices, self.long.group_size(g)))
         out = torch.cat(readouts, dim=0)  # N×Cv×M
         return out.view(1, out.shape[0], out.shape[1], h, w)
 
     def _similarity(self, q_terms: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """q_termsᵀ · keys (M×N) written into storage kept from frame to frame.
 
-        At 480 rows the matrix holds tens of millions of elements; a fresh tensor of that size is mapped
+        At 480 rows a chunk of the matrix holds millions of elements; a fresh tensor of that size is mapped
         from the system and faulted in page by page on every frame, which costs as much as the product
         itself on a CPU. The storage grows with headroom (working memory grows by one frame at a time)."""
         m, n = q_terms.shape[1], keys.shape[1]
