@@ -135,8 +135,7 @@ class MemoryManager:
                 parts[g].append(topk_softmax(sim if cols is None else sim[:, cols], self.config.top_k))
         readouts = []
         for g, chunks in enumerate(parts):
-            weights = torch.cat([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]  # M×k
-            indices = torch.cat([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
+            weights, indices = (torch.cat(part) for part in zip(*chunks, strict=True))  # M×k each
             if g == 0:
                 usage = usage_of(weights, indices, n)
                 if lsize > 0:
