@@ -9,6 +9,13 @@ decoding, the engine, writing every PNG and summary.json), with the peak RSS of 
 interleaved (all runs once, then again for each repeat) so that a slow spell of the machine falls on every
 run alike; the table gives each run's best and median. The CPU's model name and its matrix-unit flags are recorded with
 the results (these figures vary between CPUs: compare within one call).
+
+``--baseline SRC`` times another version in the same call, each of its runs right beside this version's
+(alternating which goes first), so that the machine's drift from hour to hour falls on both alike:
+
+    git worktree add /tmp/previous <commit>
+    python benchmarks/segment_speed.py --baseline /tmp/previous/src --runs auto-480 --repeats 4
+
 Results: benchmarks/results/segment_speed/ (speed.csv, speed.json).
 """
 
@@ -80,13 +87,18 @@ def count_frames(video: Path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
-def run_once(run: Run, video: Path, mask: Path, extra: list[str], threads: int) -> dict:
-    """One whole process: wall seconds, peak RSS (MiB) and what summary.json says ran."""
+def run_once(
+    run: Run, video: Path, mask: Path, extra: list[str], threads: int, source: Path | None = None
+) -> dict:
+    """One whole process: wall seconds, peak RSS (MiB) and what summary.json says ran. ``source``: the
+    ``src`` folder of another version of xmem to run instead of the installed one."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "masks"
         cmd = [sys.executable, "-m", "xmem", "segment", str(video), "--mask", str(mask), "--out", str(out)]
         cmd += [*run.args, *extra, "--quiet"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(source), *filter(None, [os.environ.get("PYTHONPATH")])])
         start = time.perf_counter()
         proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         seconds = time.perf_counter() - start
@@ -105,6 +117,17 @@ def run_once(run: Run, video: Path, mask: Path, extra: list[str], threads: int) 
     }
 
 
+def source_revision(source: Path) -> str:
+    """The git commit of the checkout that holds ``source`` (a ``src`` folder), or "unknown"."""
+    proc = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -117,36 +140,47 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="weights instead of the embedded default model")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "segment_speed")
     parser.add_argument("--note", default="", help="what this run is, recorded with the results")
+    parser.add_argument(
+        "--baseline", type=Path, help="the src folder of another xmem version, timed beside this one"
+    )
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "xmem" / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {args.baseline}: not a src folder of xmem (no xmem/__init__.py in it)")
 
     extra = ["--weights", str(args.weights)] if args.weights else []
     frames = count_frames(args.video)
     print(f"{args.video.name}: {frames} frames; {args.threads} threads")
-    samples: dict[str, list[dict]] = {name: [] for name in args.runs}
+    versions: list[tuple[str, Path | None]] = [("this", None)]
+    if args.baseline is not None:
+        versions.append(("baseline", args.baseline.resolve()))
+    samples: dict[str, dict[str, list[dict]]] = {v: {name: [] for name in args.runs} for v, _ in versions}
     for repeat in range(args.repeats):
         for name in args.runs:
-            result = run_once(RUNS[name], args.video, args.mask, extra, args.threads)
-            samples[name].append(result)
-            print(
-                f"[{repeat + 1}/{args.repeats}] {name}: {frames / result['seconds']:.1f} frames/s "
-                f"({result['seconds']:.1f} s, {result['precision']}, size {result['size']}), "
-                f"peak RSS {result['peak_rss_mb']:.0f} MiB"
-            )
+            for version, source in versions if repeat % 2 == 0 else versions[::-1]:
+                result = run_once(RUNS[name], args.video, args.mask, extra, args.threads, source)
+                samples[version][name].append(result)
+                print(
+                    f"[{repeat + 1}/{args.repeats}] {name} ({version}): {frames / result['seconds']:.1f} "
+                    f"frames/s ({result['seconds']:.1f} s, {result['precision']}, size {result['size']}), "
+                    f"peak RSS {result['peak_rss_mb']:.0f} MiB"
+                )
 
     rows = []
-    for name, runs in samples.items():
-        fps = [frames / r["seconds"] for r in runs]
-        rows.append(
-            {
-                "run": name,
-                "options": " ".join(RUNS[name].args),
-                "precision": runs[0]["precision"],
-                "size": runs[0]["size"],
-                "fps_best": max(fps),
-                "fps_median": statistics.median(fps),
-                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            }
-        )
+    for version, by_run in samples.items():
+        for name, runs in by_run.items():
+            fps = [frames / r["seconds"] for r in runs]
+            rows.append(
+                {
+                    "version": version,
+                    "run": name,
+                    "options": " ".join(RUNS[name].args),
+                    "precision": runs[0]["precision"],
+                    "size": runs[0]["size"],
+                    "fps_best": max(fps),
+                    "fps_median": statistics.median(fps),
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                }
+            )
     setup = {
         "video": args.video.name,
         "frames": frames,
@@ -156,6 +190,9 @@ def main() -> None:
         "cpu": cpu_description(),
         "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
         "note": args.note,
+        "baseline": (
+            {"src": str(args.baseline), "commit": source_revision(args.baseline)} if args.baseline else None
+        ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out / "speed.json", "w") as f:
@@ -166,8 +203,8 @@ def main() -> None:
         writer.writerows(rows)
     for row in rows:
         print(
-            f"{row['run']:>13}: best {row['fps_best']:.1f}, median {row['fps_median']:.1f} frames/s, "
-            f"peak RSS {row['peak_rss_mb']:.0f} MiB"
+            f"{row['run']:>13} ({row['version']}): best {row['fps_best']:.1f}, median {row['fps_median']:.1f} "
+            f"frames/s, peak RSS {row['peak_rss_mb']:.0f} MiB"
         )
     print(f"results in {args.out}")
 
