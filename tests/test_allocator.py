@@ -32,7 +32,7 @@ if hasattr(libc, "mallinfo2"):  # glibc 2.33 and newer
     mapped = lambda: libc.mallinfo2().hblkhd  # bytes in blocks served by their own mapping
 applied = retain_large_blocks() if sys.argv[1] == "on" else None
 faults, mapped_while_held = [], []
-for _ in range(ITERATIONS):  # a 40 MB activation, allocated and freed as on every frame
+for _ in range(int(sys.argv[2])):  # a 40 MB activation, allocated and freed as on every frame
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     block = torch.ones(40 << 20, dtype=torch.uint8)
     mapped_while_held.append(mapped() if mapped else None)
@@ -48,9 +48,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 
 def probe(mode: str, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    code = PROBE.replace("ITERATIONS", str(ITERATIONS))
-    out = subprocess.run([sys.executable, "-c", code, mode], env={**clean, **env}, capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    command = [sys.executable, "-c", PROBE, mode, str(ITERATIONS)]
+    out = subprocess.run(command, env={**clean, **env}, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

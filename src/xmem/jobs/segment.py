@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -50,8 +49,7 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 PROBABILITIES_FOLDER = "probabilities"
-POSTFIX_INTERVAL_S = 0.5  # the progress bar's memory figures are read at most this often, not every frame
-REFRESH_INTERVAL_S = 0.5  # the bar is drawn at most this often (tqdm: 0.1 s, ~1% of a 480p run)
+REFRESH_INTERVAL_S = 0.5  # the bar is drawn (and its memory figures read) at most this often (tqdm: 0.1 s)
 
 
 class JobStopped(KeyboardInterrupt):
@@ -316,7 +314,6 @@ class SegmentJob:
             leave=False,
             mininterval=REFRESH_INTERVAL_S,
         )
-        shown = -math.inf  # when the bar's memory figures were last read
         try:
             with (
                 overlay as writer,
@@ -335,11 +332,8 @@ class SegmentJob:
                     if writer is not None:
                         writer.write(frame, mask)
                     self._processed += 1
-                    bar.update(1)
-                    now = time.monotonic()
-                    if self.progress and now - shown >= POSTFIX_INTERVAL_S:
+                    if bar.update(1):  # the bar was drawn: the memory figures for its next drawing
                         bar.set_postfix_str(self._postfix(), refresh=False)
-                        shown = now
                     if last:
                         break
                     every = opts.checkpoint_every

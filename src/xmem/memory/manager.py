@@ -117,16 +117,14 @@ class MemoryManager:
         q_terms = fold_query(query_key.flatten(1).float(), selection.flatten(1).float())  # (2Ck+1)×M
         m, n = q_terms.shape[1], mem.keys.shape[1]
         lsize = mem.long_size
+        sizes = [(self.long.group_size(g), self.work.group_size(g)) for g in range(len(self.groups))]
         columns = []  # per group: its columns of the similarity matrix (None: all of them)
-        for g in range(len(self.groups)):
-            lg, wg = self.long.group_size(g), self.work.group_size(g)
+        for lg, wg in sizes:
             if lg == lsize and wg == mem.work_size:
                 columns.append(None)
             else:
                 long_cols = torch.arange(lsize - lg, lsize, device=q_terms.device)
-                work_cols = torch.arange(
-                    lsize + mem.work_size - wg, lsize + mem.work_size, device=q_terms.device
-                )
+                work_cols = torch.arange(n - wg, n, device=q_terms.device)  # n = lsize + mem.work_size
                 columns.append(torch.cat([long_cols, work_cols]))
         parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.groups]
         for rows in _row_chunks(m, n, q_terms.device):
@@ -141,7 +139,7 @@ class MemoryManager:
                 if lsize > 0:
                     self.long.update_usage(usage[:lsize])
                 self.work.update_usage(usage[lsize:])
-            readouts.append(self._readout_group(g, weights, indices, self.long.group_size(g)))
+            readouts.append(self._readout_group(g, weights, indices, sizes[g][0]))
         out = torch.cat(readouts, dim=0)  # N×Cv×M
         return out.view(1, out.shape[0], out.shape[1], h, w)
 
