@@ -297,7 +297,7 @@ def test_compiled_engine_traces_the_network_calls(golden, golden_model, monkeypa
     monkeypatch.setattr(torch, "compile", eager_compile)
     frames = golden["frames"][:7]
     core = InferenceCore(golden_model, dataclasses.replace(GOLDEN_CONFIG, compile=True))
-    assert compiled_calls == ["encode_key", "segment", "encode_value"]
+    assert compiled_calls == ["encode_key", "segment_probabilities", "encode_value"]
     got = run_core(core, frames, {0: golden["mask0"]})
     expected = run_core(InferenceCore(golden_model, GOLDEN_CONFIG), frames, {0: golden["mask0"]})
     for a, b in zip(got, expected, strict=True):

@@ -326,6 +326,7 @@ def test_read_one_frame_equals_dense_topk_readout_and_counts_usage(chunk, monkey
         affinity = dense_topk_affinity(sim, 4)  # M×N, 4 non-zeros per query
         expected = torch.einsum("mn,ocn->ocm", affinity, value.flatten(2).double()).reshape(1, 2, CV, H, W)
         assert out.shape == (1, 2, CV, H, W)
+        assert out[0].is_contiguous(memory_format=torch.channels_last)  # as the decoder's convolutions read
         torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
         use += affinity.sum(0)
         torch.testing.assert_close(manager.work.use.double(), use, rtol=1e-5, atol=1e-6)
@@ -654,6 +655,7 @@ def test_late_objects_stay_paired_through_consolidation_and_eviction(chunk, monk
         use_before = torch.cat([s.use for s in (manager.long, manager.work) if s.size > 0]).double()
         out = manager.read(query, qsel)
         expected, affinity = dense_read(manager, query, qsel)
+        assert out[0].is_contiguous(memory_format=torch.channels_last)  # several groups joined
         torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
         use_after = torch.cat([s.use for s in (manager.long, manager.work) if s.size > 0]).double()
         torch.testing.assert_close(use_after - use_before, affinity.sum(0), rtol=1e-4, atol=1e-5)

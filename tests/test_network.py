@@ -14,9 +14,15 @@ import torch.nn.functional as F
 
 from xmem.config import ModelConfig, Precision
 from xmem.model.golden import golden_rule_model
-from xmem.model.modules import FeatureFusionBlock, HiddenReinforcer, SplitResBlock, aggregate
+from xmem.model.modules import (
+    FeatureFusionBlock,
+    HiddenReinforcer,
+    SplitResBlock,
+    aggregate,
+    aggregate_probabilities,
+)
 from xmem.model.network import XMem
-from xmem.model.ops import channel_affine
+from xmem.model.ops import canonical_strides, channel_affine
 
 H, W = 64, 96  # image size: features at 4×6 (stride 16), 8×12, 16×24
 
@@ -384,6 +390,24 @@ def test_aggregate_saturated_probabilities_stay_finite() -> None:
     torch.testing.assert_close(out.sum(dim=1), torch.ones(1, 1, 2))
 
 
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_aggregate_probabilities_equal_the_softmax_of_the_logits(n: int) -> None:
+    """The odds normalised to 1 are aggregate()'s softmax of the log-odds, saturated pixels included, along
+    any dimension; the input is left as it was."""
+    g = torch.Generator().manual_seed(11)
+    prob = torch.rand(2, n, 7, 9, generator=g)
+    prob[0, :, 0, :3] = torch.tensor([0.0, 1.0, 0.5])  # saturated and even pixels
+    before = prob.clone()
+    expected = aggregate(prob, dim=1)[1]
+    out = aggregate_probabilities(prob, dim=1)
+    assert out.shape == (2, n + 1, 7, 9)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.sum(dim=1), torch.ones(2, 7, 9))
+    assert torch.equal(out.argmax(dim=1), expected.argmax(dim=1))
+    assert torch.equal(prob, before)
+    torch.testing.assert_close(aggregate_probabilities(prob[0], dim=0), expected[0], atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_segment_matches_reference(model: XMem, encoded, n: int) -> None:
     """segment: logits, background-first probabilities summing to 1, and the hidden update of REFERENCE §2."""
@@ -403,6 +427,18 @@ def test_segment_matches_reference(model: XMem, encoded, n: int) -> None:
     assert_close_rel(new_hidden, ref_hidden)
     assert ((new_hidden > -1) & (new_hidden < 1)).all()
     assert 0.05 < prob[:, 0].mean() < 0.95  # background is channel 0 and is not degenerate
+
+
+def test_segment_probabilities_are_segments(model: XMem, encoded) -> None:
+    """segment_probabilities (the engine's call) gives segment's probabilities and hidden state."""
+    gen = torch.Generator().manual_seed(9)
+    readout = torch.randn(1, 2, 512, 4, 6, generator=gen)
+    hidden = torch.tanh(torch.randn(1, 2, 64, 4, 6, generator=gen))
+    with torch.no_grad():
+        new_hidden, _, prob = model.segment(encoded[3], readout, hidden)
+        got_hidden, got = model.segment_probabilities(encoded[3], readout, hidden)
+    torch.testing.assert_close(got, prob, atol=1e-6, rtol=1e-5)
+    assert torch.equal(got_hidden, new_hidden)
 
 
 def test_segment_without_hidden_update(model: XMem, encoded) -> None:
@@ -598,3 +634,25 @@ def test_channel_affine_equals_broadcasting(dtype: torch.dtype, layout: str) -> 
     assert torch.equal(channel_affine(x, shift), x - shift.view(3, 1, 1))
     if layout == "channels_last":
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 4, 6), (3, 5, 4, 6), (1, 1, 5, 4, 6), (2, 3, 5, 4, 6)])
+def test_canonical_strides_of_channels_last_tensors(shape: tuple[int, ...]) -> None:
+    """A channels-last tensor whose size-1 dimensions carry odd strides gets the standard strides as a view
+    (same storage, same values), which torch.cat and F.interpolate keep channels-last; other layouts are
+    returned as they are."""
+    hwc = torch.rand(*shape[:-3], shape[-2], shape[-1], shape[-3])
+    x = hwc.movedim(-1, -3)  # …×C×H×W stored …×H×W×C
+    odd = x.as_strided(
+        x.shape, [7 if size == 1 else st for size, st in zip(x.shape, x.stride(), strict=True)]
+    )
+    for t in (x, odd):
+        out = canonical_strides(t)
+        assert out.data_ptr() == t.data_ptr() and torch.equal(out, t)
+        assert out.stride() == x.stride()
+    nchw = torch.rand(shape)
+    assert canonical_strides(nchw) is nchw
+    flat = canonical_strides(odd.flatten(0, -4)) if odd.ndim == 5 else canonical_strides(odd)
+    assert torch.cat([flat, flat], dim=1).is_contiguous(memory_format=torch.channels_last)
+    up = F.interpolate(flat, scale_factor=2.0, mode="bilinear", align_corners=False)
+    assert up.is_contiguous(memory_format=torch.channels_last)

@@ -14,18 +14,17 @@ from xmem.config import DEFAULT_MEM_EVERY, DEFAULT_SIZE, InferenceConfig, Precis
 from xmem.inference.numerics import numerics
 from xmem.inference.precision import resolve_precision
 from xmem.inference.preprocess import (
-    image_to_tensor,
-    normalize,
+    image_size,
+    network_input,
     pad_to_multiple,
     processing_size,
-    resize_image,
     resize_index_mask,
     resize_probabilities,
     unpad,
 )
 from xmem.memory.manager import MemoryManager, MemoryState
 from xmem.model.fuse import fold_batchnorm
-from xmem.model.modules import aggregate
+from xmem.model.modules import aggregate_probabilities
 from xmem.model.network import XMem
 
 MaskLike = np.ndarray | torch.Tensor
@@ -48,9 +47,9 @@ def prepare_network(
 
 
 def network_calls(network: XMem, compiled: bool) -> tuple[Callable, Callable, Callable]:
-    """The three network calls of a step (``encode_key``, ``segment``, ``encode_value``), each through
+    """The three network calls of a step (``encode_key``, ``segment_probabilities``, ``encode_value``), each through
     :func:`torch.compile` when ``compiled`` (static shapes: a video's shapes repeat on every frame)."""
-    calls = (network.encode_key, network.segment, network.encode_value)
+    calls = (network.encode_key, network.segment_probabilities, network.encode_value)
     if not compiled:
         return calls
     return tuple(torch.compile(call, dynamic=False) for call in calls)  # type: ignore[return-value]
@@ -143,8 +142,7 @@ class InferenceCore:
         objects: Sequence[int] | None,
         end: bool,
     ) -> torch.Tensor:
-        rgb = image_to_tensor(image, self.device)
-        in_hw = (rgb.shape[1], rgb.shape[2])
+        in_hw = image_size(image)
         proc_hw = processing_size(*in_hw, self.config.size)
         given, given_ids = self._given_masks(mask, objects, in_hw, proc_hw)
         if not self.objects and given is None:
@@ -161,10 +159,10 @@ class InferenceCore:
         deep_update = is_memory and mem_cfg.deep_update
         hidden_update = need_segment and not deep_update and not end
 
-        frame = normalize(resize_image(rgb, proc_hw))
+        channels_last = self.device.type != "mps"
+        frame = network_input(image, proc_hw, self.device, self.dtype, channels_last=channels_last)
         frame, pad = pad_to_multiple(frame, 16)
-        frame = frame[None].to(self.dtype)
-        if self.device.type != "mps":
+        if channels_last:
             frame = frame.contiguous(memory_format=torch.channels_last)
         key, shrinkage, selection, features = self._encode_key(
             frame, need_shrinkage=is_memory, need_selection=mem_cfg.long_term or need_segment
@@ -175,7 +173,7 @@ class InferenceCore:
             assert selection is not None
             readout = self.memory.read(key[0], selection[0]).to(self.dtype)
             hidden = self._hidden(len(self.objects), key)
-            new_hidden, _, prob = self._segment(features, readout, hidden, update_hidden=hidden_update)
+            new_hidden, prob = self._segment(features, readout, hidden, update_hidden=hidden_update)
             if hidden_update and new_hidden is not None:
                 self.memory.set_hidden(new_hidden)
             prob_no_bg = prob[0, 1:]
@@ -191,7 +189,7 @@ class InferenceCore:
                     assert prob_no_bg is not None
                     pred = prob_no_bg[self.objects.index(obj)]
                     per_object.append(pred.masked_fill(covered, 0))  # type: ignore[arg-type]
-            prob = aggregate(torch.stack(per_object), dim=0)[1]  # (N+1)×H×W
+            prob = aggregate_probabilities(torch.stack(per_object), dim=0)  # (N+1)×H×W
             self.objects = all_ids
             self.memory.ensure_hidden(len(all_ids), key[0])
         elif prob_no_bg is not None:

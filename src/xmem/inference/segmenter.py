@@ -111,5 +111,6 @@ def index_mask_from_probabilities(prob: torch.Tensor, ids: Sequence[int]) -> np.
     for i, obj in enumerate(ids, start=1):
         better = prob[i] > best
         out.masked_fill_(better, obj)
-        best = torch.maximum(best, prob[i])
+        if i < len(ids):
+            best = torch.maximum(best, prob[i])
     return out.cpu().numpy()

@@ -84,9 +84,9 @@ class MemoryManager:
         h, w = like_key.shape[-2:]
         have = 0 if self.hidden is None else self.hidden.shape[1]
         if num_objects > have:
-            zeros = torch.zeros(
-                1, num_objects - have, self.hidden_dim, h, w, device=like_key.device, dtype=torch.float32
-            )
+            zeros = torch.zeros(  # channels-last, as the decoder's convolutions give it
+                1, num_objects - have, h, w, self.hidden_dim, device=like_key.device, dtype=torch.float32
+            ).permute(0, 1, 4, 2, 3)
             self.hidden = zeros if self.hidden is None else torch.cat([self.hidden, zeros], dim=1)
 
     def set_hidden(self, hidden: torch.Tensor) -> None:
@@ -105,7 +105,8 @@ class MemoryManager:
         self._readable = None
 
     def read(self, query_key: torch.Tensor, selection: torch.Tensor) -> torch.Tensor:
-        """Memory readout for a query frame: ``query_key`` / ``selection`` Ck×H×W -> 1×N×Cv×H×W.
+        """Memory readout for a query frame: ``query_key`` / ``selection`` Ck×H×W -> 1×N×Cv×H×W (stored
+        channels-last: Cv varies fastest).
 
         Working and long-term memory are read together (top-k softmax over both); usage is counted on
         every element (from the first group, which has values for all elements).
@@ -140,8 +141,11 @@ class MemoryManager:
                     self.long.update_usage(usage[:lsize])
                 self.work.update_usage(usage[lsize:])
             readouts.append(self._readout_group(g, weights, indices, sizes[g][0]))
-        out = torch.cat(readouts, dim=0)  # N×Cv×M
-        return out.view(1, out.shape[0], out.shape[1], h, w)
+        out = readouts[0] if len(readouts) == 1 else torch.cat(readouts, dim=1)  # M×N×Cv
+        # N×M×Cv (a view for one object): each object's features channels-last, as the decoder's
+        # convolutions take them
+        out = out.transpose(0, 1).contiguous()
+        return out.view(1, out.shape[0], h, w, out.shape[2]).permute(0, 1, 4, 2, 3)
 
     def _similarity(self, q_terms: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """q_termsᵀ · keys (M×N) written into storage kept from frame to frame.
@@ -174,7 +178,7 @@ class MemoryManager:
                 torch.where(in_long, zero_i, indices - lg),
                 work_v.flatten(1),
             )
-        return out.view(m, n_obj, cv).permute(1, 2, 0)  # G×Cv×M
+        return out.view(m, n_obj, cv)  # M×G×Cv
 
     # -- writing -------------------------------------------------------------------------------------------
     def add_memory(

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmem.model.ops import conv, conv2d
+from xmem.model.ops import canonical_strides, conv, conv2d
 
 
 def _conv3x3(in_dim: int, out_dim: int) -> nn.Conv2d:
@@ -203,7 +203,8 @@ class HiddenReinforcer(nn.Module):
     def forward(self, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         # g: B×N×Cv×H×W, h: B×N×Ch×H×W -> new h
         b, n = g.shape[:2]
-        values = self.transform(torch.cat([g, h], dim=2).flatten(0, 1)).unflatten(0, (b, n))
+        gh = torch.cat([canonical_strides(g.flatten(0, 1)), canonical_strides(h.flatten(0, 1))], dim=1)
+        values = self.transform(gh).unflatten(0, (b, n))
         return _gated_update(values, h, self.hidden_dim)
 
 
@@ -231,7 +232,8 @@ class HiddenUpdater(nn.Module):
         b, n = h.shape[:2]
         x = conv(area_downsample(g8, 2), self.g8_conv, add=self.g16_conv(g16))
         x = conv(g4_16, self.g4_conv, add=x)
-        values = self.transform(torch.cat([x, h.flatten(0, 1)], dim=1)).unflatten(0, (b, n))
+        xh = torch.cat([canonical_strides(x), canonical_strides(h.flatten(0, 1))], dim=1)
+        values = self.transform(xh).unflatten(0, (b, n))
         return _gated_update(values, h, self.hidden_dim)
 
 
@@ -246,7 +248,7 @@ class UpsampleBlock(nn.Module):
     def forward(self, skip: torch.Tensor, g: torch.Tensor, num_objects: int) -> torch.Tensor:
         # skip: B×Cs×2H×2W (image), g: (B*N)×Cu×H×W -> (B*N)×Cout×2H×2W
         skip = conv(skip, self.skip_conv)
-        g = F.interpolate(g, scale_factor=2.0, mode="bilinear", align_corners=False)
+        g = F.interpolate(canonical_strides(g), scale_factor=2.0, mode="bilinear", align_corners=False)
         g.unflatten(0, (-1, num_objects)).add_(skip.unsqueeze(1))
         return self.out_conv(g, own_input=True)
 
@@ -307,7 +309,22 @@ def aggregate(prob: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]
     ``prob``: per-object probabilities along ``dim`` (no background). Returns ``(logits, probs)`` with the
     background first along ``dim``: background = ∏(1 - p_i), clamp to [1e-7, 1 - 1e-7], logit, softmax.
     """
-    bg = torch.prod(1 - prob, dim=dim, keepdim=True)
-    new_prob = torch.cat([bg, prob], dim=dim).clamp(1e-7, 1 - 1e-7)
+    new_prob = _with_background(prob, dim)
     logits = torch.log(new_prob / (1 - new_prob))
     return logits, torch.softmax(logits, dim=dim)
+
+
+def aggregate_probabilities(prob: torch.Tensor, dim: int) -> torch.Tensor:
+    """The probabilities of :func:`aggregate` alone, for inference: the softmax of the log-odds is the odds
+    normalised to sum to 1, which needs neither the logarithm nor the exponential (nor the softmax's
+    reduction across the strided object dimension). Equal to ``aggregate(prob, dim)[1]`` up to float
+    rounding (a few units in the last place)."""
+    odds = _with_background(prob, dim)
+    odds = odds.div_(1 - odds)
+    return odds.div_(odds.sum(dim=dim, keepdim=True))
+
+
+def _with_background(prob: torch.Tensor, dim: int) -> torch.Tensor:
+    """``cat[∏(1 - p_i), p]`` along ``dim``, clamped to [1e-7, 1 - 1e-7] (a fresh tensor)."""
+    bg = torch.prod(1 - prob, dim=dim, keepdim=True)
+    return torch.cat([bg, prob], dim=dim).clamp(1e-7, 1 - 1e-7)

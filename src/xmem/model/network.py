@@ -27,8 +27,10 @@ from xmem.model.modules import (
     SplitResBlock,
     UpsampleBlock,
     aggregate,
+    aggregate_probabilities,
     area_downsample,
 )
+from xmem.model.ops import canonical_strides
 
 F16_DIM, F8_DIM, F4_DIM = 1024, 512, 256  # ResNet-50 widths at strides 16 / 8 / 4
 DECODER_DIMS = (512, 256, 256)  # the official decoder's widths at strides 16 / 8 / 4
@@ -165,9 +167,12 @@ class Decoder(nn.Module):
         *,
         update_hidden: bool,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        # readout B×N×Cv×H16×W16, hidden B×N×Ch×H16×W16 -> (new hidden or None, logits B×N×H×W)
+        # readout B×N×Cv×H16×W16, hidden B×N×Ch×H16×W16 -> (new hidden or None, fp32 logits B×N×H×W)
         b, n = readout.shape[:2]
-        g = torch.cat([readout, hidden], dim=2) if self.hidden_update is not None else readout
+        g = readout
+        if self.hidden_update is not None:
+            parts = [canonical_strides(t.flatten(0, 1)) for t in (readout, hidden)]
+            g = torch.cat(parts, dim=1).unflatten(0, (b, n))
         g16 = self.fuser(f16, g).flatten(0, 1)  # (B*N)×D16×H16×W16
         g8 = self.up_16_8(f8, g16, n)  # (B*N)×D8×H8×W8
         g4 = self.up_8_4(f4, g8, n)  # (B*N)×D4×H4×W4
@@ -179,7 +184,8 @@ class Decoder(nn.Module):
             assert self.hidden_update is not None and g4_16 is not None and hidden is not None
             g4_16 = torch.cat([g4_16, area_downsample(logits, 4)], dim=1)  # area pooling is per channel
             new_hidden = self.hidden_update(g16, g8, g4_16, hidden)
-        logits = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
+        # upsampled in fp32 whatever the network's dtype: the full-resolution logits feed the aggregation
+        logits = F.interpolate(logits.float(), scale_factor=4.0, mode="bilinear", align_corners=False)
         return new_hidden, logits.view(b, n, *logits.shape[-2:])
 
 
@@ -259,13 +265,39 @@ class XMem(nn.Module):
         """Decode a memory readout. Returns (new hidden or None, aggregated logits B×(N+1)×H×W,
         probabilities B×(N+1)×H×W), background first. ``selector`` (B×N, training batches padded to a fixed
         number of objects) zeroes the probabilities of the padding slots before the aggregation."""
-        f16, f8, f4 = features
-        new_hidden, logits = self.decoder(f16, f8, f4, hidden, readout, update_hidden=update_hidden)
-        prob = torch.sigmoid(logits.float())
-        if selector is not None:
-            prob = prob * selector[:, :, None, None].to(prob.dtype)
+        new_hidden, prob = self._object_probabilities(features, readout, hidden, update_hidden, selector)
         logits, prob = aggregate(prob, dim=1)
         return new_hidden, logits, prob
+
+    def segment_probabilities(
+        self,
+        features: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        readout: torch.Tensor,
+        hidden: torch.Tensor | None,
+        *,
+        update_hidden: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """:meth:`segment` without the aggregated logits, for inference: (new hidden or None, probabilities
+        B×(N+1)×H×W, background first), equal to :meth:`segment`'s up to float rounding and cheaper at full
+        resolution (:func:`xmem.model.modules.aggregate_probabilities`)."""
+        new_hidden, prob = self._object_probabilities(features, readout, hidden, update_hidden, None)
+        return new_hidden, aggregate_probabilities(prob, dim=1)
+
+    def _object_probabilities(
+        self,
+        features: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        readout: torch.Tensor,
+        hidden: torch.Tensor | None,
+        update_hidden: bool,
+        selector: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        # the decoder's logits as per-object probabilities B×N×H×W, before the aggregation
+        f16, f8, f4 = features
+        new_hidden, logits = self.decoder(f16, f8, f4, hidden, readout, update_hidden=update_hidden)
+        prob = torch.sigmoid(logits)
+        if selector is not None:
+            prob = prob * selector[:, :, None, None].to(prob.dtype)
+        return new_hidden, prob
 
     def freeze_split_weights(self) -> None:
         """Store the halves of every split convolution (for an inference copy whose weights are final)."""

@@ -154,3 +154,20 @@ def channel_affine(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor | N
     if scale is not None:
         rows = rows.div_(scale.repeat(w))
     return rows.view(hwc.shape).movedim(-1, -3)
+
+
+def canonical_strides(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (…×C×H×W) as a view with the standard channels-last strides when its memory is laid out
+    channels-last already (…×H×W×C, C fastest), else ``x`` itself; never a copy.
+
+    A channels-last tensor with a dimension of size 1 (one object, a batch of one) may carry any stride
+    there, and ops that choose their output's layout from the strides (``torch.cat``, ``F.interpolate``)
+    then fall back to NCHW: the next convolution reorders its input back, a copy per call. The view has
+    the same elements at the same addresses.
+    """
+    if x.ndim < 4:
+        return x
+    hwc = x.movedim(-3, -1)
+    if not hwc.is_contiguous():
+        return x
+    return hwc.reshape(-1).view(hwc.shape).movedim(-1, -3)
