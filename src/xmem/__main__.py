@@ -1,5 +1,5 @@
 import sys
 
-from xmem.cli import main
+from xmem.launch import main
 
 sys.exit(main())
