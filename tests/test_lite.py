@@ -4,6 +4,7 @@ decoder, in the same engine and training forward as the official network."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import numpy as np
 import pytest
@@ -334,6 +335,57 @@ def test_inference_copy_matches_the_training_network(
         expected = _run_all(model, image)
     for name, value in expected.items():
         assert_close_rel(fused[name], value, msg=name)
+
+
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.BF16])
+def test_packed_weights_give_the_unpacked_results_bit_for_bit(
+    model: XMem, image: torch.Tensor, precision: Precision, monkeypatch
+) -> None:
+    """The inference copy's convolution weights are packed in oneDNN's order, one copy per weight and input
+    shape, made on first use; every output is bit-identical to the same copy run on its plain weights."""
+    net = prepare_network(model, torch.device("cpu"), precision)
+    weights = [t for t in [*net.parameters(), *net.buffers()] if t.ndim == 4]
+    assert all(id(w) in ops._PACKED for w in weights)
+    x = image.to(precision.dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        packed = _run_all(net, x)
+        used = [ops._PACKED[id(w)].by_input for w in weights if ops._PACKED[id(w)].by_input]
+        assert len(used) > 40 and all(t.layout == torch._mkldnn for copies in used for t in copies.values())
+        monkeypatch.setattr(ops, "_packed", lambda weight, x, args: weight)
+        plain = _run_all(net, x)
+    for name, value in plain.items():
+        assert torch.equal(packed[name], value), name
+
+
+def test_packed_copies_follow_the_weights(monkeypatch) -> None:
+    """A copy is made per input shape (at most PACKED_SHAPES kept), dropped when the weight is changed in
+    place or replaced by .to(), and forgotten with the weight; networks above the size limit stay unpacked."""
+    layer = nn.Conv2d(8, 16, 3, padding=1).eval()
+    assert ops.pack_convolution_weights(layer)
+    entry = ops._PACKED[id(layer.weight)]
+    g = torch.Generator().manual_seed(3)
+    with torch.inference_mode():
+        for size in (6, 7, 8, 9, 10):
+            x = torch.randn(1, 8, size, size, generator=g).contiguous(memory_format=torch.channels_last)
+            assert torch.equal(ops.conv(x, layer), F.conv2d(x, layer.weight, layer.bias, padding=1))
+        assert len(entry.by_input) == ops.PACKED_SHAPES  # the first shape was dropped
+        with torch.no_grad():
+            layer.weight.mul_(2)  # an in-place change: the copies are stale
+        assert torch.equal(ops.conv(x, layer), F.conv2d(x, layer.weight, layer.bias, padding=1))
+        assert len(entry.by_input) == 1
+        layer.to(torch.bfloat16)  # .data replaced
+        xb = x.to(torch.bfloat16)
+        if ops._onednn_bf16():
+            assert torch.equal(
+                ops.conv(xb, layer), ops.conv2d(xb, layer.weight.data.clone(), layer.bias, padding=1)
+            )
+    key = id(layer.weight)
+    del layer, entry
+    gc.collect()
+    assert key not in ops._PACKED
+    big = nn.Conv2d(512, 512, 3)
+    monkeypatch.setattr(ops, "PACK_LIMIT_BYTES", big.weight.numel() * 4 - 1)
+    assert not ops.pack_convolution_weights(big) and id(big.weight) not in ops._PACKED
 
 
 def test_bfloat16_inference_copy_stays_close(model: XMem, image: torch.Tensor) -> None:

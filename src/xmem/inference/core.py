@@ -26,6 +26,7 @@ from xmem.memory.manager import MemoryManager, MemoryState
 from xmem.model.fuse import fold_batchnorm
 from xmem.model.modules import aggregate_probabilities
 from xmem.model.network import XMem
+from xmem.model.ops import pack_convolution_weights
 
 MaskLike = np.ndarray | torch.Tensor
 
@@ -34,7 +35,8 @@ def prepare_network(
     network: XMem, device: torch.device, precision: Precision, *, copy_network: bool = True
 ) -> XMem:
     """``network`` made ready for inference: eval mode, BatchNorm folded into the convolutions, on
-    ``device`` in the precision's dtype, channels-last where it helps. A copy is prepared, leaving the given
+    ``device`` in the precision's dtype, channels-last where it helps, with its convolution weights packed
+    for oneDNN on the CPU (:func:`xmem.model.ops.pack_convolution_weights`). A copy is prepared, leaving the given
     network untouched, unless ``copy_network`` is false: the given network is then converted in place
     (no second set of weights in memory) and must not be trained or saved afterwards."""
     network = (copy.deepcopy(network) if copy_network else network).eval()
@@ -43,6 +45,8 @@ def prepare_network(
     if device.type != "mps":
         network = network.to(memory_format=torch.channels_last)
     network.freeze_split_weights()
+    if device.type == "cpu":
+        pack_convolution_weights(network)
     return network
 
 

@@ -137,7 +137,7 @@ class _BasicConv(nn.Module):
         self.conv = nn.Conv2d(in_dim, out_dim, kernel_size, padding=(kernel_size - 1) // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return conv(x, self.conv)
 
 
 class SpatialGate(nn.Module):
@@ -204,7 +204,7 @@ class HiddenReinforcer(nn.Module):
         # g: B×N×Cv×H×W, h: B×N×Ch×H×W -> new h
         b, n = g.shape[:2]
         gh = torch.cat([canonical_strides(g.flatten(0, 1)), canonical_strides(h.flatten(0, 1))], dim=1)
-        values = self.transform(gh).unflatten(0, (b, n))
+        values = conv(gh, self.transform).unflatten(0, (b, n))
         return _gated_update(values, h, self.hidden_dim)
 
 
@@ -230,10 +230,10 @@ class HiddenUpdater(nn.Module):
         # g16, g8: (B*N)×C×H×W at strides 16 / 8; g4_16: cat[g4, logit] area-downsampled from stride 4 to
         # 16 (the decoder downsamples before its in-place ReLU of g4); h: B×N×Ch×H16×W16
         b, n = h.shape[:2]
-        x = conv(area_downsample(g8, 2), self.g8_conv, add=self.g16_conv(g16))
+        x = conv(area_downsample(g8, 2), self.g8_conv, add=conv(g16, self.g16_conv))
         x = conv(g4_16, self.g4_conv, add=x)
         xh = torch.cat([canonical_strides(x), canonical_strides(h.flatten(0, 1))], dim=1)
-        values = self.transform(xh).unflatten(0, (b, n))
+        values = conv(xh, self.transform).unflatten(0, (b, n))
         return _gated_update(values, h, self.hidden_dim)
 
 
@@ -267,9 +267,9 @@ class KeyProjection(nn.Module):
     def forward(
         self, f16: torch.Tensor, *, need_shrinkage: bool, need_selection: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        shrinkage = self.d_proj(f16) ** 2 + 1 if need_shrinkage else None
-        selection = torch.sigmoid(self.e_proj(f16)) if need_selection else None
-        return self.key_proj(f16), shrinkage, selection
+        shrinkage = conv(f16, self.d_proj) ** 2 + 1 if need_shrinkage else None
+        selection = torch.sigmoid(conv(f16, self.e_proj)) if need_selection else None
+        return conv(f16, self.key_proj), shrinkage, selection
 
     @torch.no_grad()
     def scale_similarity(self, factor: float) -> None:

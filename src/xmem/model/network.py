@@ -30,7 +30,7 @@ from xmem.model.modules import (
     aggregate_probabilities,
     area_downsample,
 )
-from xmem.model.ops import canonical_strides
+from xmem.model.ops import canonical_strides, conv, conv2d
 
 F16_DIM, F8_DIM, F4_DIM = 1024, 512, 256  # ResNet-50 widths at strides 16 / 8 / 4
 DECODER_DIMS = (512, 256, 256)  # the official decoder's widths at strides 16 / 8 / 4
@@ -68,11 +68,11 @@ class ValueEncoder(nn.Module):
         # image B×3×H×W, f16 B×1024×H16×W16, hidden B×N×Ch×H16×W16, masks/others B×N×H×W
         b, n = masks.shape[:2]
         w_img, w_obj = self._split_conv1.parts(self)
-        x = F.conv2d(image, w_img, self.conv1.bias, stride=2, padding=3)  # B×64×H2×W2 (bias: folded BN)
+        x = conv2d(image, w_img, self.conv1.bias, stride=2, padding=3)  # B×64×H2×W2 (bias: folded BN)
         g = torch.stack([masks, others], dim=2).flatten(0, 1).to(w_obj.dtype)  # (B*N)×2×H×W
         if w_obj.is_contiguous(memory_format=torch.channels_last):
             g = g.contiguous(memory_format=torch.channels_last)
-        g = F.conv2d(g, w_obj, None, stride=2, padding=3)
+        g = conv2d(g, w_obj, None, stride=2, padding=3)
         g = g.unflatten(0, (b, n)).add_(x.unsqueeze(1)).flatten(0, 1)  # g: a fresh conv output
         g = F.relu(self.maxpool(self.bn1(g)), inplace=not torch.is_grad_enabled())
         g = self.layer3(self.layer2(self.layer1(g)))  # (B*N)×256×H16×W16
@@ -120,11 +120,11 @@ class LiteValueEncoder(nn.Module):
         # image B×3×H×W, f16 B×Cf×H16×W16, hidden B×N×Ch×H16×W16, masks/others B×N×H×W
         b, n = masks.shape[:2]
         w_img, w_obj = self._split_conv1.parts(self)
-        x = F.conv2d(image, w_img, self.conv1.bias, stride=2, padding=1)  # B×C×H2×W2 (bias: folded BN)
+        x = conv2d(image, w_img, self.conv1.bias, stride=2, padding=1)  # B×C×H2×W2 (bias: folded BN)
         g = torch.stack([masks, others], dim=2).flatten(0, 1).to(w_obj.dtype)  # (B*N)×2×H×W
         if w_obj.is_contiguous(memory_format=torch.channels_last):
             g = g.contiguous(memory_format=torch.channels_last)
-        g = F.conv2d(g, w_obj, None, stride=2, padding=1)
+        g = conv2d(g, w_obj, None, stride=2, padding=1)
         g = g.unflatten(0, (b, n)).add_(x.unsqueeze(1)).flatten(0, 1)
         g = F.relu6(self.bn1(g), inplace=True)
         g = self.blocks(g)  # (B*N)×C16×H16×W16
@@ -178,7 +178,7 @@ class Decoder(nn.Module):
         g4 = self.up_8_4(f4, g8, n)  # (B*N)×D4×H4×W4
         want_hidden = update_hidden and self.hidden_update is not None and hidden is not None
         g4_16 = area_downsample(g4, 4) if want_hidden else None  # before g4 is overwritten by its ReLU
-        logits = self.pred(F.relu(g4, inplace=not torch.is_grad_enabled()))  # (B*N)×1×H4×W4
+        logits = conv(F.relu(g4, inplace=not torch.is_grad_enabled()), self.pred)  # (B*N)×1×H4×W4
         new_hidden = None
         if want_hidden:
             assert self.hidden_update is not None and g4_16 is not None and hidden is not None
