@@ -383,6 +383,12 @@ def test_packed_copies_follow_the_weights(monkeypatch) -> None:
     del layer, entry
     gc.collect()
     assert key not in ops._PACKED
+    with torch.inference_mode():  # weights made under inference_mode have no version counter
+        inference_layer = nn.Conv2d(8, 16, 3, padding=1).eval()
+        assert ops.pack_convolution_weights(inference_layer)
+        assert torch.equal(
+            ops.conv(x, inference_layer), F.conv2d(x, inference_layer.weight, inference_layer.bias, padding=1)
+        )
     big = nn.Conv2d(512, 512, 3)
     monkeypatch.setattr(ops, "PACK_LIMIT_BYTES", big.weight.numel() * 4 - 1)
     assert not ops.pack_convolution_weights(big) and id(big.weight) not in ops._PACKED

@@ -191,7 +191,8 @@ class _Packed:
 
 
 def _state(weight: torch.Tensor) -> tuple[int, torch.dtype, int]:
-    return weight.data_ptr(), weight.dtype, weight._version
+    # tensors made under inference_mode have no version counter (nor can they change outside it)
+    return weight.data_ptr(), weight.dtype, -1 if weight.is_inference() else weight._version
 
 
 _PACKED: dict[int, _Packed] = {}  # by id() of the weight, removed when the weight is freed
