@@ -52,7 +52,7 @@ def network_input(
     h, w = hw
     out = torch.empty(1, h, w, 3, dtype=dtype, device=device)
     mul, add = _normalising_rows(device, w, 1 / 255 if uint8 else 1.0)
-    if image_size(image) == hw:
+    if (image.shape[:2] if uint8 else image.shape[1:]) == hw:
         rows = image if uint8 else image.movedim(0, -1)  # H×W×3
         torch.addcmul(add, rows.reshape(h, w * 3), mul, out=out.view(h, w * 3))
     else:  # the antialiased resize runs fastest on contiguous float planes

@@ -5,7 +5,11 @@
 autograd (the inference copy runs under ``torch.inference_mode``), in fp32 or bf16, it runs as one oneDNN
 convolution with the add and the activation as post-ops (ReLU6 as oneDNN's ``hardtanh`` with bounds 0 and
 6, which gives the same numbers as ``F.relu6``), which saves one or two passes over the output; the numbers
-are those of the unfused ops up to float rounding. Everywhere else it is the plain sequence.
+are those of the unfused ops up to float rounding. Everywhere else it is the plain sequence. The weights of
+a small network can be kept in oneDNN's own order for these calls (:func:`pack_convolution_weights`).
+
+Also the layout helpers the inference path needs to stay channels-last from op to op
+(:func:`channel_affine`, :func:`canonical_strides`).
 """
 
 from __future__ import annotations
@@ -212,7 +216,7 @@ def pack_convolution_weights(module: nn.Module) -> bool:
     depends on the input's shape, so a copy is made on the first call with each shape (up to
     :data:`PACKED_SHAPES` per weight) and dropped when the weight changes in place. Only for a network whose
     convolution weights take at most :data:`PACK_LIMIT_BYTES` (the copies double them; the official
-    network's 100-200 MB are left alone, as their reorders are a small part of its far larger
+    network's 240 MB in fp32 are left alone, as their reorders are a small part of its far larger
     convolutions). The results are bit-identical. Returns whether the weights will be packed.
     """
     reorder = _reorder_op()
