@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmem.model.ops import canonical_strides, conv, conv2d
+from xmem.model.ops import canonical_strides, cat_channels, conv, conv2d
 
 
 def _conv3x3(in_dim: int, out_dim: int) -> nn.Conv2d:
@@ -203,8 +203,7 @@ class HiddenReinforcer(nn.Module):
     def forward(self, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         # g: B×N×Cv×H×W, h: B×N×Ch×H×W -> new h
         b, n = g.shape[:2]
-        gh = torch.cat([canonical_strides(g.flatten(0, 1)), canonical_strides(h.flatten(0, 1))], dim=1)
-        values = conv(gh, self.transform).unflatten(0, (b, n))
+        values = conv(cat_channels(g.flatten(0, 1), h.flatten(0, 1)), self.transform).unflatten(0, (b, n))
         return _gated_update(values, h, self.hidden_dim)
 
 
@@ -232,8 +231,7 @@ class HiddenUpdater(nn.Module):
         b, n = h.shape[:2]
         x = conv(area_downsample(g8, 2), self.g8_conv, add=conv(g16, self.g16_conv))
         x = conv(g4_16, self.g4_conv, add=x)
-        xh = torch.cat([canonical_strides(x), canonical_strides(h.flatten(0, 1))], dim=1)
-        values = conv(xh, self.transform).unflatten(0, (b, n))
+        values = conv(cat_channels(x, h.flatten(0, 1)), self.transform).unflatten(0, (b, n))
         return _gated_update(values, h, self.hidden_dim)
 
 

@@ -30,7 +30,7 @@ from xmem.model.modules import (
     aggregate_probabilities,
     area_downsample,
 )
-from xmem.model.ops import canonical_strides, conv, conv2d
+from xmem.model.ops import cat_channels, conv, conv2d
 
 F16_DIM, F8_DIM, F4_DIM = 1024, 512, 256  # ResNet-50 widths at strides 16 / 8 / 4
 DECODER_DIMS = (512, 256, 256)  # the official decoder's widths at strides 16 / 8 / 4
@@ -171,8 +171,7 @@ class Decoder(nn.Module):
         b, n = readout.shape[:2]
         g = readout
         if self.hidden_update is not None:
-            parts = [canonical_strides(t.flatten(0, 1)) for t in (readout, hidden)]
-            g = torch.cat(parts, dim=1).unflatten(0, (b, n))
+            g = cat_channels(readout.flatten(0, 1), hidden.flatten(0, 1)).unflatten(0, (b, n))
         g16 = self.fuser(f16, g).flatten(0, 1)  # (B*N)×D16×H16×W16
         g8 = self.up_16_8(f8, g16, n)  # (B*N)×D8×H8×W8
         g4 = self.up_8_4(f4, g8, n)  # (B*N)×D4×H4×W4

@@ -181,6 +181,12 @@ def canonical_strides(x: torch.Tensor) -> torch.Tensor:
     return hwc.reshape(-1).view(hwc.shape).movedim(-1, -3)
 
 
+def cat_channels(*tensors: torch.Tensor) -> torch.Tensor:
+    """``torch.cat(tensors, dim=1)`` of B×C×H×W tensors, channels-last when they all are (see
+    :func:`canonical_strides`)."""
+    return torch.cat([canonical_strides(t) for t in tensors], dim=1)
+
+
 # -- weights in oneDNN's order ---------------------------------------------------------------------------------
 PACK_LIMIT_BYTES = 64 << 20  # networks whose convolution weights take more stay unpacked (memory)
 PACKED_SHAPES = 4  # packed copies kept per weight (one per input shape; the oldest goes)
@@ -246,11 +252,10 @@ def _packed(weight: torch.Tensor, x: torch.Tensor, args: tuple) -> torch.Tensor:
         return weight
     if entry.state != _state(weight):
         entry.state, entry.by_input = _state(weight), {}
-    channels_last = x.is_contiguous(memory_format=torch.channels_last)
-    key = (tuple(x.shape), channels_last, *(tuple(a) if isinstance(a, list) else a for a in args))
+    padding, stride, dilation, groups = args
+    key = (*x.shape, *padding, *stride, *dilation, groups)  # what the packed order is chosen from
     packed = entry.by_input.get(key)
     if packed is None:
-        padding, stride, dilation, groups = args
         packed = _reorder_op()(weight, padding, stride, dilation, groups, list(x.shape))
         if len(entry.by_input) >= PACKED_SHAPES:
             entry.by_input.pop(next(iter(entry.by_input)))
